@@ -1,0 +1,55 @@
+# Poseless: every command a user or CI needs. The set-up makes a local virtual
+# environment in .venv (never the system Python) with the exact pins of pyproject.toml.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON_SYS ?= python3
+CORES ?= 2
+PARAMS ?= params.yaml
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+SMK := snakemake --profile workflow/profiles/default --cores $(CORES)
+SMK_CONFIG := $(if $(filter params.yaml,$(PARAMS)),,--configfile $(PARAMS))
+
+.PHONY: help setup run test test-fast lint format dryrun schema dvc-yaml check-generated publish sync clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
+
+run: setup  ## quick start 1: run the whole default pipeline (params.yaml) on the embedded dataset
+	$(SMK) $(SMK_CONFIG)
+
+test: setup  ## quick start 2: lint + the whole test suite (what CI runs)
+	ruff check src stages tests benchmarks
+	pytest -q
+
+test-fast: setup  ## tests without the slow ones
+	pytest -q -m "not slow"
+
+lint: setup  ## ruff, snakefmt and snakemake --lint
+	ruff check src stages tests benchmarks
+	ruff format --check src stages tests benchmarks
+	snakefmt --check Snakefile workflow/rules
+	snakemake --lint
+
+format: setup  ## apply ruff format and snakefmt
+	ruff format src stages tests benchmarks
+	snakefmt Snakefile workflow/rules
+
+dryrun: setup  ## what would run now
+	$(SMK) $(SMK_CONFIG) -n
+
+schema: setup  ## regenerate workflow/schemas/params.schema.yaml from src/poseless/config.py
+	python -m poseless.config > workflow/schemas/params.schema.yaml
+
+dvc-yaml: setup  ## regenerate dvc.yaml from the Snakemake rules
+	python workflow/scripts/sync_dvc_yaml.py --write
+
+clean:  ## remove the artifacts of the default run (not the venv)
+	rm -rf data logs .snakemake

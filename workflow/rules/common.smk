@@ -1,0 +1,98 @@
+# Named helpers shared by the rules. No computation here: only wiring.
+import ast
+import os
+from pathlib import Path
+
+from poseless.config import load_params, to_dict
+
+ROOT = Path(workflow.basedir)
+# The params file the stage scripts read: the last --configfile, else params.yaml.
+# Snakemake merges --configfile over the configfile directive; the stages read one
+# file with the dataclass defaults, so the rules use that same resolved view.
+PARAMS_FILE = os.path.relpath(
+    workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else ROOT / "params.yaml",
+    ROOT,
+)
+RESOLVED = to_dict(load_params(ROOT / PARAMS_FILE))
+# Stage scripts run with the interpreter on PATH (the project's .venv via `make`).
+PYTHON = "python"
+
+
+def stage_script(name):
+    """stages/<name>.py: one name in four places (params section, rule, DVC stage, script)."""
+    return f"stages/{name}.py"
+
+
+def stage_sections(name):
+    """The params sections a stage declares in its module-level PARAMS tuple."""
+    tree = ast.parse((ROOT / stage_script(name)).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "PARAMS" for t in node.targets
+        ):
+            return tuple(ast.literal_eval(node.value))
+    raise ValueError(f"{stage_script(name)}: no module-level PARAMS tuple")
+
+
+def stage_params(name):
+    """Values of the sections a stage reads: Snakemake reruns the stage when they change."""
+    return {s: RESOLVED[s] for s in stage_sections(name)}
+
+
+def _module_file(module):
+    base = ROOT / "src" / Path(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path):
+    tree = ast.parse(path.read_text())
+    package = path.relative_to(ROOT / "src").with_suffix("").parts if "src" in path.parts else ()
+    if package and package[-1] == "__init__":
+        package = package[:-1]
+    elif package:
+        package = package[:-1]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                mod = ".".join((*base, node.module) if node.module else base)
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)
+    return {m for m in found if m == "poseless" or m.startswith("poseless.")}
+
+
+def code_deps(name):
+    """The stage script and every poseless module it imports, transitively (static).
+
+    Editing a library module reruns exactly the stages whose code imports it.
+    """
+    files = {ROOT / stage_script(name)}
+    todo = [ROOT / stage_script(name)]
+    while todo:
+        for module in _imported_modules(todo.pop()):
+            parts = module.split(".")
+            # a package import also pulls in its __init__ files
+            for i in range(1, len(parts) + 1):
+                f = _module_file(".".join(parts[:i]))
+                if f is not None and f not in files:
+                    files.add(f)
+                    todo.append(f)
+    return sorted(str(f.relative_to(ROOT)) for f in files)
+
+
+def stage_cmd(name, args):
+    """The shell command of a stage; dvc.yaml carries the same with params.yaml."""
+    return f"{PYTHON} {stage_script(name)} --params {PARAMS_FILE} {args}"
+
+
+def get_final_outputs():
+    """What `rule all` asks for."""
+    return ["data/prepared"]
