@@ -1,0 +1,60 @@
+"""The workflow itself: lint, dry-run, DVC mirror, and the tiny run end to end."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROOT, run_snakemake
+
+from poseless.data.prepared import PreparedDataset
+
+
+def test_snakemake_lint_is_clean():
+    proc = run_snakemake(ROOT, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("configfile", [None, "config/tiny.yaml"])
+def test_dry_run_plans_every_stage(workflow_copy, configfile):
+    args = ["-n", "--quiet", "rules"] + (["--configfile", configfile] if configfile else [])
+    proc = run_snakemake(workflow_copy, *args)
+    assert "prepare_data" in proc.stdout + proc.stderr
+
+
+def test_dvc_yaml_mirrors_snakemake_rules():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "workflow/scripts/sync_dvc_yaml.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dvc_reads_the_pipeline():
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    proc = subprocess.run([dvc, "dag", "--md"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "prepare_data" in proc.stdout
+
+
+def test_bad_params_fail_before_any_job(workflow_copy):
+    bad = workflow_copy / "config" / "bad.yaml"
+    bad.write_text("prepare_data:\n  imgae_size: 32\n")
+    proc = run_snakemake(workflow_copy, "-n", "--configfile", "config/bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "imgae_size" in proc.stdout + proc.stderr
+
+
+def test_tiny_workflow_end_to_end(workflow_copy):
+    run_snakemake(workflow_copy, "--configfile", "config/tiny.yaml")
+    ds = PreparedDataset(workflow_copy / "data" / "prepared")
+    assert len(ds) > 0 and set(ds.manifest["split"]) <= {"train", "val", "test"}
+    assert (workflow_copy / "data" / "prepared" / "contact_sheet.png").is_file()
+    assert isinstance(ds.manifest, pd.DataFrame)
+    # nothing left to do afterwards
+    proc = run_snakemake(workflow_copy, "--configfile", "config/tiny.yaml", "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
