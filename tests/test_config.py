@@ -36,7 +36,9 @@ def test_config_dir_all_load():
 
 def test_unknown_key_names_file_and_dotted_key(tmp_path):
     p = write(tmp_path, {"prepare_data": {"synthetic": {"categroies": ["chair"]}}})
-    with pytest.raises(ConfigError, match=r"params\.yaml: prepare_data\.synthetic\.categroies: unknown key"):
+    with pytest.raises(
+        ConfigError, match=r"params\.yaml: prepare_data\.synthetic\.categroies: unknown key"
+    ):
         load_params(p)
 
 

@@ -32,6 +32,13 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------------------
 
 
+def _check_split_fractions(fractions: tuple[float, ...]) -> None:
+    if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(
+            f"split_fractions: must be non-negative and sum to 1, got {list(fractions)}"
+        )
+
+
 @dataclass(frozen=True)
 class AzimuthConfig:
     """How the synthetic renderer draws each view's azimuth."""
@@ -103,6 +110,147 @@ class FolderConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     """Train / val / test fractions (deterministic by id hash)."""
 
+    def validate(self) -> None:
+        """Split fractions must be non-negative and sum to 1."""
+        _check_split_fractions(self.split_fractions)
+
+
+_NMR_CLASS_IDS = (
+    "02691156",
+    "02828884",
+    "02933112",
+    "02958343",
+    "03001627",
+    "03211117",
+    "03636649",
+    "03691459",
+    "04090263",
+    "04256520",
+    "04379243",
+    "04401088",
+    "04530566",
+)
+
+
+def _check_root(name: str, root: str) -> None:
+    if not root:
+        raise ValueError(f"{name}.root: must be set when adapter is {name!r}")
+
+
+@dataclass(frozen=True)
+class ShapenetNmrConfig:
+    """Kato et al.'s ShapeNet renderings (``{class}_{split}_images.npz`` + ``_voxels.npz``)."""
+
+    root: str = ""
+    """Folder holding the npz files."""
+    classes: tuple[str, ...] = _NMR_CLASS_IDS
+    """ShapeNet synset ids or our names (airplane, ..., vessel); default: all 13."""
+    splits: tuple[str, ...] = ("train", "val", "test")
+    """Published splits to read; items keep their published split."""
+    views: Literal["one", "all"] = "one"
+    """one: a single seeded random view per instance (single-view collection); all: every view."""
+    view_subset: tuple[int, ...] = ()
+    """Allowed view indices 0..23 (view k at azimuth 15k deg); empty: all 24."""
+    max_instances_per_class: int = 0
+    """Read at most this many instances per class and split (0: all)."""
+
+    def validate(self) -> None:
+        """Splits, views and limits must be valid."""
+        bad = [s for s in self.splits if s not in ("train", "val", "test")]
+        if bad or not self.splits:
+            raise ValueError(f"splits: must be a non-empty subset of train/val/test, got {bad}")
+        if any(v < 0 or v > 23 for v in self.view_subset):
+            raise ValueError(f"view_subset: views must lie in 0..23, got {list(self.view_subset)}")
+        if self.max_instances_per_class < 0:
+            raise ValueError("max_instances_per_class: must be >= 0")
+        if not self.classes:
+            raise ValueError("classes: must name at least one class")
+
+
+@dataclass(frozen=True)
+class Pix3dConfig:
+    """Pix3D (``pix3d.json`` + ``img/`` + ``mask/`` + ``model/``)."""
+
+    root: str = ""
+    """Folder holding pix3d.json and the img/, mask/, model/ folders."""
+    annotation: str = "pix3d.json"
+    """Annotation file, relative to ``root``."""
+    categories: tuple[str, ...] = ("chair",)
+    """Pix3D categories to keep (bed, bookcase, chair, desk, misc, sofa, table, tool, wardrobe)."""
+    drop_truncated: bool = True
+    """Drop entries marked truncated."""
+    drop_occluded: bool = True
+    """Drop entries marked occluded."""
+    drop_slightly_occluded: bool = False
+    """Drop entries marked slightly occluded."""
+    split_lists: str = ""
+    """Folder of ``{category}_{train|val|test}.txt`` image lists (ShapeClipper style); '' = hash split."""
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """Train / val / test fractions of the id-hash split used when ``split_lists`` is ''."""
+    load_models: bool = True
+    """Attach the normalised CAD mesh (vertices, faces) as ground truth."""
+
+    def validate(self) -> None:
+        """At least one category; split fractions sum to 1."""
+        if not self.categories:
+            raise ValueError("categories: must name at least one category")
+        _check_split_fractions(self.split_fractions)
+
+
+@dataclass(frozen=True)
+class CubConfig:
+    """CUB-200-2011 (images/, segmentations/, bounding_boxes.txt, train_test_split.txt, images.txt)."""
+
+    root: str = ""
+    """Folder holding images.txt, train_test_split.txt, bounding_boxes.txt and images/."""
+    segmentations: str = "segmentations"
+    """Folder of the soft segmentation PNGs (relative to ``root`` or absolute)."""
+    species: tuple[str, ...] = ()
+    """Species folders to keep (e.g. 001.Black_footed_Albatross); empty: all 200."""
+    val_fraction: float = 0.1
+    """Fraction of the official train images carved out as val (deterministic by name hash)."""
+    clip_mask_to_bbox: bool = False
+    """Zero the mask outside the annotated bounding box."""
+    max_items: int = 0
+    """Read at most this many images (0: all), in images.txt order."""
+
+    def validate(self) -> None:
+        """Fractions and limits must be valid."""
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction: must lie in [0, 1), got {self.val_fraction}")
+        if self.max_items < 0:
+            raise ValueError("max_items: must be >= 0")
+
+
+@dataclass(frozen=True)
+class Pascal3dConfig:
+    """Pascal3D+ ImageNet subset (Images/, Annotations/, CAD/) plus a folder of object masks."""
+
+    root: str = ""
+    """The PASCAL3D+_release1.1 folder."""
+    categories: tuple[str, ...] = ("car",)
+    """Pascal classes (aeroplane, bicycle, boat, bottle, bus, car, chair, diningtable, ...)."""
+    mask_dir: str = ""
+    """Folder of object masks ``{class}/{image stem}_{object index}.png`` (Pascal3D+ has none)."""
+    drop_truncated: bool = True
+    """Drop objects marked truncated."""
+    drop_occluded: bool = True
+    """Drop objects marked occluded."""
+    drop_difficult: bool = True
+    """Drop objects marked difficult."""
+    split_lists: str = ""
+    """Folder of ``pascal3d_imagenet_{class}_{split}.list`` ("stem index" lines); '' = hash split."""
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """Train / val / test fractions of the id-hash split used when ``split_lists`` is ''."""
+    load_models: bool = True
+    """Attach the normalised CAD mesh (vertices, faces) as ground truth."""
+
+    def validate(self) -> None:
+        """At least one category; split fractions sum to 1."""
+        if not self.categories:
+            raise ValueError("categories: must name at least one category")
+        _check_split_fractions(self.split_fractions)
+
 
 @dataclass(frozen=True)
 class PrepareDataConfig:
@@ -111,7 +259,7 @@ class PrepareDataConfig:
     adapter: Literal["synthetic", "folder", "shapenet_nmr", "pix3d", "cub", "pascal3d"] = (
         "synthetic"
     )
-    """Which adapter reads the raw data."""
+    """Which adapter reads the raw data (the keys of ``poseless.data.adapters.ADAPTERS``)."""
     image_size: int = 64
     """Side of the prepared square images."""
     crop: Literal["bbox", "none"] = "bbox"
@@ -129,6 +277,152 @@ class PrepareDataConfig:
     """Settings of the ``synthetic`` adapter."""
     folder: FolderConfig = field(default_factory=FolderConfig)
     """Settings of the ``folder`` adapter."""
+    shapenet_nmr: ShapenetNmrConfig = field(default_factory=ShapenetNmrConfig)
+    """Settings of the ``shapenet_nmr`` adapter."""
+    pix3d: Pix3dConfig = field(default_factory=Pix3dConfig)
+    """Settings of the ``pix3d`` adapter."""
+    cub: CubConfig = field(default_factory=CubConfig)
+    """Settings of the ``cub`` adapter."""
+    pascal3d: Pascal3dConfig = field(default_factory=Pascal3dConfig)
+    """Settings of the ``pascal3d`` adapter."""
+
+    def validate(self) -> None:
+        """Ranges the prepare_data stage relies on."""
+        if self.image_size < 8:
+            raise ValueError(f"image_size: must be at least 8, got {self.image_size}")
+        if self.margin < 0:
+            raise ValueError(f"margin: must be >= 0, got {self.margin}")
+        if not all(0.0 <= c <= 1.0 for c in self.background):
+            raise ValueError(
+                f"background: RGB values must lie in [0, 1], got {list(self.background)}"
+            )
+        if self.contact_sheet_items < 0:
+            raise ValueError(f"contact_sheet_items: must be >= 0, got {self.contact_sheet_items}")
+        if self.adapter == "folder" and not self.folder.root:
+            raise ValueError("folder.root: must be set when adapter is 'folder'")
+        if self.adapter in ("shapenet_nmr", "pix3d", "cub", "pascal3d"):
+            _check_root(self.adapter, getattr(self, self.adapter).root)
+        if self.adapter == "pascal3d" and not self.pascal3d.mask_dir:
+            raise ValueError(
+                "pascal3d.mask_dir: must be set (Pascal3D+ has no masks; give a folder of "
+                "{class}/{image stem}_{object index}.png object masks)"
+            )
+
+
+@dataclass(frozen=True)
+class EmbedImagesConfig:
+    """Stage ``embed_images``: one L2-normalised embedding per image (CLIP, HOG or oracle)."""
+
+    encoder: Literal["clip", "hog", "oracle"] = "clip"
+    """clip: open_clip image tower; hog: HOG + colour histogram (offline); oracle: GT shape_params."""
+    model: str = "ViT-L-14"
+    """open_clip model name (ShapeClipper: ViT-L-14; OpenAI weights from a file: ViT-L-14-quickgelu)."""
+    pretrained: str = "openai"
+    """open_clip tag (looked up in the local cache only) or path of a local checkpoint file."""
+    model_config: str = ""
+    """Optional open_clip model-config JSON registered under its file stem (custom or tiny models)."""
+    allow_random_init: bool = False
+    """Use a randomly initialised CLIP when ``pretrained`` is empty (tests only)."""
+    fallback: Literal["none", "hog"] = "none"
+    """Encoder used when the CLIP weights cannot be had offline (none: fail fast)."""
+    batch_size: int = 32
+    """Images per forward pass (also the resume granularity)."""
+    hog_size: int = 64
+    """Side the masked grayscale image is resized to before HOG."""
+    hog_orientations: int = 9
+    """HOG orientation bins."""
+    hog_pixels_per_cell: int = 8
+    """HOG cell side in pixels."""
+    hog_color_bins: int = 8
+    """Per-channel colour-histogram bins appended to HOG (0: none)."""
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.hog_size < 2 * self.hog_pixels_per_cell:
+            raise ValueError("hog_size must be at least two HOG cells")
+
+
+@dataclass(frozen=True)
+class BuildKnnConfig:
+    """Stage ``build_knn``: K nearest neighbours of every image by embedding cosine."""
+
+    k: int = 5
+    """Neighbours per image (self excluded; ShapeClipper K = 5)."""
+    within: Literal["split", "split_category", "all"] = "split"
+    """Search only among items of the same split (and category), or among all items."""
+    on_small_group: Literal["error", "fewer"] = "error"
+    """A group with <= k items: error, or give its items fewer (all other) neighbours."""
+    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    """flat: exact inner product (IndexFlatIP); ivf: IVF-Flat; hnsw: HNSW (approximate)."""
+    nlist: int = 4096
+    """IVF cells (capped at n / 39 per group)."""
+    nprobe: int = 32
+    """IVF cells visited per query."""
+    train_size: int = 200000
+    """IVF k-means training sample size per group."""
+    hnsw_m: int = 32
+    """HNSW graph degree."""
+    ef_construction: int = 80
+    """HNSW build-time beam width."""
+    ef_search: int = 64
+    """HNSW search-time beam width."""
+    query_batch: int = 16384
+    """Queries per faiss search call (bounds memory)."""
+    threads: int = 0
+    """OpenMP threads for faiss (0: faiss default)."""
+    diagnostics_items: int = 1000
+    """Items sampled for the GT Chamfer / azimuth diagnostics (synthetic data; 0: none)."""
+    diagnostics_points: int = 512
+    """GT surface points per shape in the Chamfer diagnostic."""
+
+    def validate(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if min(self.nlist, self.nprobe, self.train_size, self.hnsw_m, self.query_batch) < 1:
+            raise ValueError("nlist, nprobe, train_size, hnsw_m and query_batch must be >= 1")
+
+
+@dataclass(frozen=True)
+class NormalCorruptionConfig:
+    """Errors added to ground-truth normals (backend ``dataset``) to imitate an estimator."""
+
+    noise_std: float = 0.0
+    """Std of Gaussian noise added to each unit normal before renormalising (~radians)."""
+    blotches: int = 0
+    """Discs per image whose normals are replaced by one wrong random camera-facing normal."""
+    flips: int = 0
+    """Discs per image whose normals get their x and y signs flipped."""
+    radius_range: tuple[float, float] = (0.05, 0.15)
+    """Disc radius range as a fraction of the image side."""
+
+
+@dataclass(frozen=True)
+class EstimateNormalsConfig:
+    """Stage ``estimate_normals``: camera-frame normal map per image."""
+
+    backend: Literal["omnidata", "dataset"] = "omnidata"
+    """omnidata: DPT-Hybrid from a released checkpoint; dataset: GT normals (synthetic)."""
+    checkpoint: str = ""
+    """Local path of ``omnidata_dpt_normal_v2.ckpt`` (backend omnidata)."""
+    input_size: int = 384
+    """Network input side (Omnidata: 384; a multiple of 32)."""
+    axis_signs: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Signs applied to the network's (x, y, z) channels to reach the OpenCV camera frame."""
+    batch_size: int = 8
+    """Images per forward pass (also the resume granularity)."""
+    corruption: NormalCorruptionConfig = field(default_factory=NormalCorruptionConfig)
+    """Corruption of GT normals (backend dataset)."""
+    contact_sheet_items: int = 16
+    """Items shown (image | normals) in contact_sheet.png."""
+
+    def validate(self) -> None:
+        if self.input_size % 32:
+            raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if any(abs(s) != 1.0 for s in self.axis_signs):
+            raise ValueError(f"axis_signs must be +1/-1, got {self.axis_signs}")
 
 
 @dataclass(frozen=True)
@@ -139,6 +433,12 @@ class Params:
     """Global seed; every stage derives its generators from it."""
     prepare_data: PrepareDataConfig = field(default_factory=PrepareDataConfig)
     """Stage ``prepare_data``."""
+    embed_images: EmbedImagesConfig = field(default_factory=EmbedImagesConfig)
+    """Stage ``embed_images``."""
+    build_knn: BuildKnnConfig = field(default_factory=BuildKnnConfig)
+    """Stage ``build_knn``."""
+    estimate_normals: EstimateNormalsConfig = field(default_factory=EstimateNormalsConfig)
+    """Stage ``estimate_normals``."""
 
 
 # ---------------------------------------------------------------------------
@@ -175,7 +475,9 @@ def _build(tp, value, key: str):
                 return _build(arg, value, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{key}: {value!r} matches none of {_type_name(tp)} ({'; '.join(errors)})")
+        raise ConfigError(
+            f"{key}: {value!r} matches none of {_type_name(tp)} ({'; '.join(errors)})"
+        )
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

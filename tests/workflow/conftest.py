@@ -34,11 +34,18 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
     import os
 
     env = dict(os.environ, PATH=env_path + os.pathsep + os.environ.get("PATH", ""))
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(
+        cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env
+    )
     if check and proc.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").glob("**/*.log"))
-        ) if (workdir / "logs").is_dir() else ""
+        logs = (
+            "\n".join(
+                f"--- {p}\n{p.read_text()[-3000:]}"
+                for p in sorted((workdir / "logs").glob("**/*.log"))
+            )
+            if (workdir / "logs").is_dir()
+            else ""
+        )
         raise AssertionError(
             f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}"
         )

@@ -1,5 +1,6 @@
 # Named helpers shared by the rules. No computation here: only wiring.
 import ast
+import json
 import os
 from pathlib import Path
 
@@ -37,6 +38,24 @@ def stage_sections(name):
 def stage_params(name):
     """Values of the sections a stage reads: Snakemake reruns the stage when they change."""
     return {s: RESOLVED[s] for s in stage_sections(name)}
+
+
+def params_stamp(name, key=None):
+    """data/params/<name>.json: the resolved sections of a stage, rewritten only on change.
+
+    Snakemake's params trigger lives in .snakemake/metadata, which a fresh clone
+    lacks; this file makes a params change visible through plain mtimes on any
+    machine (see `make sync`). DVC tracks the same sections natively (params:).
+    """
+    content = stage_params(name) if key is None else key
+    path = ROOT / "data" / "params" / f"{name}.json"
+    text = json.dumps(content, indent=1, sort_keys=True) + "\n"
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return str(path.relative_to(ROOT))
 
 
 def _module_file(module):

@@ -1,5 +1,6 @@
 rule prepare_data:
     input:
+        params=params_stamp("prepare_data"),
         code=code_deps("prepare_data"),
     output:
         directory("data/prepared"),

@@ -55,6 +55,7 @@ def snakemake_jobs(configfile: str = "params.yaml") -> list:
         )
         dapi = wapi.dag(dag_settings=DAGSettings(forceall=True))
         workflow = dapi.workflow_api._workflow
+        workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
         workflow._build_dag()
         order = {rule.name: i for i, rule in enumerate(workflow.rules)}
         jobs = []
@@ -66,7 +67,8 @@ def snakemake_jobs(configfile: str = "params.yaml") -> list:
                     "rule": job.rule.name,
                     "wildcards": dict(job.wildcards),
                     "cmd": job.format_wildcards(job.rule.shellcmd),
-                    "deps": sorted(str(f) for f in job.input),
+                    # params stamps are Snakemake's view of `params:`; DVC tracks params natively
+                    "deps": sorted(str(f) for f in job.input if not str(f).startswith("data/params/")),
                     "outs": sorted(str(f) for f in job.output),
                     "sections": list(job.params.get("sections", {}) or {}),
                     "order": order[job.rule.name],
