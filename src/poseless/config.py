@@ -425,6 +425,178 @@ class EstimateNormalsConfig:
             raise ValueError(f"axis_signs must be +1/-1, got {self.axis_signs}")
 
 
+
+# ---------------------------------------------------------------------------
+# train_recon: experiments are named sets of overrides of ReconSettings
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ViewDiscriminatorSettings:
+    """URA's view discriminator D2 on renders of the reconstruction."""
+
+    enabled: bool = False
+    """Train D2 and add its adversarial term to the reconstructor's loss."""
+    pose_aware: bool = False
+    """PAD ablation: condition D2 on the pseudo pose (URA's default is pose-independent)."""
+    weight: float = 5e-4
+    """Weight of -D2(random-view render) in the reconstructor's loss."""
+    every: int = 3
+    """The adversarial term enters the reconstructor's loss every ``every``-th iteration."""
+    gp_weight: float = 10.0
+    """WGAN-GP lambda of D2."""
+    lr: float = 1e-4
+    """Adam learning rate of D2."""
+
+
+@dataclass(frozen=True)
+class MeshReconSettings:
+    """Mesh reconstructor (URA; SoftRas silhouettes)."""
+
+    reprojection: Literal["iou", "mse"] = "iou"
+    """Silhouette re-projection loss."""
+    laplacian_weight: float = 5e-3
+    """Weight of the Laplacian regulariser."""
+    flatten_weight: float = 5e-4
+    """Weight of the flatten (dihedral) regulariser."""
+    sigma: float = 1e-4
+    """SoftRas sigma of the training renders."""
+    encoder_dim: int = 512
+    """Image code size (ResNet-18 features -> Linear 512 -> code)."""
+
+
+@dataclass(frozen=True)
+class ReconSettings:
+    """The resolved settings of one ``train_recon`` experiment."""
+
+    representation: Literal["mesh", "sdf"] = "mesh"
+    """mesh: URA's deformed icosphere; sdf: ShapeClipper's SDF + volume rendering."""
+    pose_source: Literal["gt", "joint", "pseudo"] = "pseudo"
+    """gt: dataset poses (cheat baseline); joint: predicted with the shape from the
+    re-projection alone (B/Lu); pseudo: the predict_poses table (URA)."""
+    iterations: int = 250_000
+    """Reconstructor iterations (URA stage c)."""
+    batch_size: int = 32
+    """Images per iteration."""
+    lr: float = 1e-4
+    """Adam learning rate of the reconstructor."""
+    lr_milestones: tuple[int, ...] = (150_000, 200_000)
+    """Iterations at which learning rates are multiplied by ``lr_gamma``."""
+    lr_gamma: float = 0.5
+    """Learning-rate factor at each milestone."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+    encoder: Literal["resnet18", "resnet34"] = "resnet18"
+    """Image encoder (torchvision ResNet)."""
+    encoder_weights: str = ""
+    """Local path to torchvision ImageNet weights; '' = random init (recorded in the artifact)."""
+    elevation_deg: float = 30.0
+    """Elevation of training renders (URA: fixed 30 deg)."""
+    log_every: int = 50
+    """Append losses to metrics.jsonl every this many iterations."""
+    checkpoint_every: int = 1000
+    """Write a resumable checkpoint every this many iterations."""
+    amp: bool = False
+    """Mixed precision on CUDA (ignored on CPU)."""
+    mesh: MeshReconSettings = field(default_factory=MeshReconSettings)
+    """Mesh representation settings."""
+    view_discriminator: ViewDiscriminatorSettings = field(
+        default_factory=ViewDiscriminatorSettings
+    )
+    """URA's view discriminator D2."""
+
+    @property
+    def uses_pseudo_poses(self) -> bool:
+        """Whether the experiment reads the predict_poses table."""
+        return self.pose_source == "pseudo"
+
+    @property
+    def uses_knn(self) -> bool:
+        """Whether the experiment reads the build_knn table."""
+        return False
+
+    @property
+    def uses_normals(self) -> bool:
+        """Whether the experiment reads the estimate_normals output."""
+        return False
+
+    @property
+    def uses_gt_poses(self) -> bool:
+        """Whether the experiment needs a dataset with ground-truth poses."""
+        return self.pose_source == "gt"
+
+
+EXPERIMENTS: dict[str, dict[str, Any]] = {
+    "bl_gt_pose": {"representation": "mesh", "pose_source": "gt"},
+    "bl_unsup": {"representation": "mesh", "pose_source": "joint"},
+    "ura": {
+        "representation": "mesh",
+        "pose_source": "pseudo",
+        "view_discriminator": {"enabled": True, "pose_aware": False},
+    },
+    "ura_pad": {
+        "representation": "mesh",
+        "pose_source": "pseudo",
+        "view_discriminator": {"enabled": True, "pose_aware": True},
+    },
+}
+"""Built-in experiments (DESIGN.md): each is a partial ReconSettings."""
+
+
+def deep_merge(base: Mapping, override: Mapping) -> dict:
+    """Recursive dict merge; ``override`` wins. Neither input is modified."""
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+@dataclass(frozen=True)
+class TrainReconConfig:
+    """Stage ``train_recon``: which experiments run, and their settings.
+
+    An experiment's settings are ``common``, then the built-in definition of
+    its name (``EXPERIMENTS``), then ``experiments[name]`` merged on top.
+    """
+
+    run: tuple[str, ...] = ("bl_gt_pose", "bl_unsup", "ura")
+    """Experiments the workflow trains and evaluates."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds per experiment (tables show mean +/- std over them)."""
+    common: dict[str, Any] = field(default_factory=dict)
+    """Overrides of ReconSettings applied to every experiment (schedules, sizes)."""
+    experiments: dict[str, Any] = field(default_factory=dict)
+    """Per-experiment overrides, or new experiments (a mapping of ReconSettings keys)."""
+
+    def validate(self) -> None:
+        """Every experiment in ``run`` resolves to valid settings; names are unique."""
+        if len(set(self.run)) != len(self.run):
+            raise ValueError(f"run: duplicate experiment names in {list(self.run)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: must be non-empty and unique, got {list(self.seeds)}")
+        for name in self.run:
+            self.resolve(name)
+
+    def resolve(self, name: str) -> ReconSettings:
+        """The settings of experiment ``name``."""
+        if name not in EXPERIMENTS and name not in self.experiments:
+            raise ValueError(
+                f"run: unknown experiment {name!r} (built in: {sorted(EXPERIMENTS)}; "
+                "or define it under train_recon.experiments)"
+            )
+        merged = deep_merge(
+            deep_merge(to_dict(self.common), EXPERIMENTS.get(name, {})),
+            to_dict(self.experiments.get(name, {})),
+        )
+        try:
+            return from_dict(ReconSettings, merged, f"train_recon[{name}]")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Params:
     """All sections of a params file. Sections are added by the stages that use them."""
@@ -439,6 +611,8 @@ class Params:
     """Stage ``build_knn``."""
     estimate_normals: EstimateNormalsConfig = field(default_factory=EstimateNormalsConfig)
     """Stage ``estimate_normals``."""
+    train_recon: TrainReconConfig = field(default_factory=TrainReconConfig)
+    """Stage ``train_recon`` (one job per experiment and seed)."""
 
 
 # ---------------------------------------------------------------------------
