@@ -39,7 +39,9 @@ def stage_parser(description: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(description or "").strip().splitlines()[0] if description else None
     )
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: params.yaml)"
+    )
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1"
     )
@@ -49,7 +51,9 @@ def stage_parser(description: str | None) -> argparse.ArgumentParser:
 def run_stage(main: Callable[[], object]) -> None:
     """Run a stage's ``main``; user errors print one clear line and exit 2."""
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
         main()
@@ -71,14 +75,20 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def write_provenance(out_dir: str | Path, stage: str, config: dict, extra: dict | None = None) -> None:
+def write_provenance(
+    out_dir: str | Path, stage: str, config: dict, extra: dict | None = None
+) -> None:
     """Write ``config.yaml`` (the resolved sections) and provenance into an artifact folder.
 
     Deliberately free of timestamps, host names and commits: the same inputs and
     config must give byte-identical artifacts (DVC hashes them). Those go to the log.
     """
     logging.getLogger("poseless").info(
-        "stage %s: poseless %s, git %s, python %s", stage, __version__, _git_commit(), platform.python_version()
+        "stage %s: poseless %s, git %s, python %s",
+        stage,
+        __version__,
+        _git_commit(),
+        platform.python_version(),
     )
     record = {
         "stage": stage,
