@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 SMK := snakemake --profile workflow/profiles/default --cores $(CORES)
 SMK_CONFIG := $(if $(filter params.yaml,$(PARAMS)),,--configfile $(PARAMS))
 
-.PHONY: help setup run test test-fast lint format dryrun schema dvc-yaml check-generated publish sync clean
+.PHONY: help setup system-deps run test test-fast lint format dryrun schema dvc-yaml check-generated publish sync clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,7 +25,13 @@ setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
 run: setup  ## quick start 1: run the whole default pipeline (params.yaml) on the embedded dataset
 	$(SMK) $(SMK_CONFIG)
 
-test: setup  ## quick start 2: lint + the whole test suite (what CI runs)
+system-deps:  ## Debian packages the tests use (headless Chromium for the report test)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: install Debian's chromium (sudo apt-get install chromium) for the report browser test"; fi; }
+
+test: setup system-deps  ## quick start 2: lint + the whole test suite (what CI runs)
 	ruff check src stages tests benchmarks
 	pytest -q
 
