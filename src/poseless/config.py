@@ -361,6 +361,10 @@ class BuildKnnConfig:
     """IVF cells visited per query."""
     train_size: int = 200000
     """IVF k-means training sample size per group."""
+    kmeans_iters: int = 10
+    """IVF k-means iterations."""
+    ivf_quantizer: Literal["flat", "hnsw"] = "flat"
+    """IVF coarse quantizer: exact (flat) or an HNSW graph over the centroids (large nlist)."""
     hnsw_m: int = 32
     """HNSW graph degree."""
     ef_construction: int = 80
@@ -423,7 +427,17 @@ class EstimateNormalsConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if any(abs(s) != 1.0 for s in self.axis_signs):
             raise ValueError(f"axis_signs must be +1/-1, got {self.axis_signs}")
-
+        lo, hi = self.corruption.radius_range
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(
+                f"corruption.radius_range must satisfy 0 < lo <= hi <= 1, got {(lo, hi)}"
+            )
+        if (
+            self.corruption.noise_std < 0
+            or self.corruption.blotches < 0
+            or self.corruption.flips < 0
+        ):
+            raise ValueError("corruption.noise_std, blotches and flips must be >= 0")
 
 
 # ---------------------------------------------------------------------------
@@ -447,6 +461,15 @@ class ViewDiscriminatorSettings:
     """WGAN-GP lambda of D2."""
     lr: float = 1e-4
     """Adam learning rate of D2."""
+    gp_mode: Literal["per_sample", "per_pixel"] = "per_sample"
+    """Gradient norm per sample (Gulrajani) or per pixel (URA code defect)."""
+
+    def validate(self) -> None:
+        """Positive period; non-negative weights."""
+        if self.every < 1:
+            raise ValueError(f"every: must be >= 1, got {self.every}")
+        if self.weight < 0 or self.gp_weight < 0 or self.lr <= 0:
+            raise ValueError("weight and gp_weight must be >= 0 and lr > 0")
 
 
 @dataclass(frozen=True)
@@ -463,6 +486,17 @@ class MeshReconSettings:
     """SoftRas sigma of the training renders."""
     encoder_dim: int = 512
     """Image code size (ResNet-18 features -> Linear 512 -> code)."""
+    template_level: int = 3
+    """Icosphere level of the template (3: URA's 642 vertices / 1280 faces)."""
+
+    def validate(self) -> None:
+        """Positive sizes and sigma; non-negative weights."""
+        if self.encoder_dim < 1 or self.sigma <= 0:
+            raise ValueError("encoder_dim must be >= 1 and sigma > 0")
+        if self.laplacian_weight < 0 or self.flatten_weight < 0:
+            raise ValueError("laplacian_weight and flatten_weight must be >= 0")
+        if not 0 <= self.template_level <= 5:
+            raise ValueError(f"template_level: must lie in [0, 5], got {self.template_level}")
 
 
 @dataclass(frozen=True)
@@ -497,12 +531,14 @@ class ReconSettings:
     checkpoint_every: int = 1000
     """Write a resumable checkpoint every this many iterations."""
     amp: bool = False
-    """Mixed precision on CUDA (ignored on CPU)."""
+    """Mixed precision (bf16 autocast of the networks) on CUDA (ignored on CPU)."""
+    keep_last: int = 2
+    """Resumable checkpoints kept in the resume folder."""
+    render_items: int = 8
+    """Training items shown (input | mask | render at the used pose) in renders.png."""
     mesh: MeshReconSettings = field(default_factory=MeshReconSettings)
     """Mesh representation settings."""
-    view_discriminator: ViewDiscriminatorSettings = field(
-        default_factory=ViewDiscriminatorSettings
-    )
+    view_discriminator: ViewDiscriminatorSettings = field(default_factory=ViewDiscriminatorSettings)
     """URA's view discriminator D2."""
 
     @property
@@ -524,6 +560,17 @@ class ReconSettings:
     def uses_gt_poses(self) -> bool:
         """Whether the experiment needs a dataset with ground-truth poses."""
         return self.pose_source == "gt"
+
+    def validate(self) -> None:
+        """Sizes, periods and schedules the trainer relies on."""
+        if self.iterations < 0 or self.batch_size < 1:
+            raise ValueError("iterations must be >= 0 and batch_size >= 1")
+        if min(self.log_every, self.checkpoint_every, self.keep_last) < 1:
+            raise ValueError("log_every, checkpoint_every and keep_last must be >= 1")
+        if self.lr <= 0 or self.render_items < 0:
+            raise ValueError("lr must be > 0 and render_items >= 0")
+        if list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise ValueError(f"lr_milestones: must be increasing, got {list(self.lr_milestones)}")
 
 
 EXPERIMENTS: dict[str, dict[str, Any]] = {
@@ -598,6 +645,336 @@ class TrainReconConfig:
 
 
 @dataclass(frozen=True)
+class GanHealthConfig:
+    """Collapse and quality checks of the trained GAN (``train_gan``'s health.json)."""
+
+    n_codes: int = 32
+    """Codes z rendered for the checks."""
+    n_azimuths: int = 8
+    """Evenly spaced azimuths (over the training range) at which every code is rendered."""
+    n_real: int = 256
+    """Training masks drawn (without replacement) for the real reference statistics."""
+    feature_size: int = 16
+    """Side of the downsampled silhouettes compared by the MMD."""
+    area_bins: int = 20
+    """Bins of the mask-area histograms over [0, 1] of the image."""
+    min_diversity_ratio: float = 0.1
+    """Fail below: shape diversity (mean 1-IoU across codes at one azimuth) / real diversity."""
+    min_view_variation: float = 0.02
+    """Fail below: mean 1-IoU across azimuths of one code (0 disables: symmetric categories)."""
+    max_area_tv: float = 0.8
+    """Fail above: total-variation distance of the fake and real mask-area histograms."""
+    max_degenerate_fraction: float = 0.25
+    """Fail above: fraction of sampled meshes that are degenerate (point, saturated, ...)."""
+    min_extent: float = 0.02
+    """A mesh whose largest bounding-box side is below this has collapsed to a point."""
+    max_bound_fraction: float = 0.9
+    """A mesh with more than this fraction of coordinates at the +-0.5 bound is saturated."""
+    fail_on_collapse: bool = True
+    """Raise TrainingError (after writing health.json and the metrics) when a check fails."""
+
+    def validate(self) -> None:
+        """Positive sample counts; thresholds in range."""
+        if self.n_codes < 2 or self.n_azimuths < 2 or self.n_real < 2:
+            raise ValueError("n_codes, n_azimuths and n_real must be >= 2 (pairwise statistics)")
+        if self.feature_size < 1 or self.area_bins < 1:
+            raise ValueError("feature_size and area_bins must be >= 1")
+        for name in ("max_area_tv", "max_degenerate_fraction", "max_bound_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: must lie in [0, 1], got {getattr(self, name)}")
+        if min(self.min_diversity_ratio, self.min_view_variation, self.min_extent) < 0:
+            raise ValueError("min_diversity_ratio, min_view_variation and min_extent must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainGanConfig:
+    """Stage ``train_gan``: URA's pose-independent mesh GAN (defaults: the paper's ShapeNet run).
+
+    REFERENCE "URA" stage (a): 500k iterations, batch 32, Adam (0.9, 0.999), lr
+    1e-4 for G and D halved at 200k/300k/400k, n_critic 3, WGAN-GP lambda 10,
+    G loss -D(fake) + 5e-3 (Laplacian + flatten) with the adaptive weight,
+    fakes rendered at elevation 30 deg and azimuth ~ U[0, 360).
+    """
+
+    iterations: int = 500_000
+    """Total iterations (D steps)."""
+    batch_size: int = 32
+    """Real and fake silhouettes per D step; fakes per G step."""
+    lr: float = 1e-4
+    """Adam learning rate of G and D."""
+    lr_milestones: tuple[int, ...] = (200_000, 300_000, 400_000)
+    """Iterations at which both learning rates are multiplied by ``lr_gamma``."""
+    lr_gamma: float = 0.5
+    """Learning-rate factor at each milestone."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+    n_critic: int = 3
+    """G steps every ``n_critic`` iterations (D every iteration)."""
+    gp_weight: float = 10.0
+    """WGAN-GP lambda."""
+    gp_mode: Literal["per_sample", "per_pixel"] = "per_sample"
+    """Gradient norm per sample (Gulrajani) or per pixel (URA code defect)."""
+    laplacian_weight: float = 5e-3
+    """Weight of the Laplacian term (CUB: 5e-2)."""
+    flatten_weight: float = 5e-3
+    """Weight of the flatten term (CUB: 5e-3)."""
+    adaptive_weight: bool = True
+    """Rescale the geometry term by |mean d(-D)/dW_bias| / adaptive_reference every G step."""
+    adaptive_reference: float = 2e-5
+    """Denominator of the adaptive weight."""
+    z_dim: int = 128
+    """Generator code size."""
+    z_std: float = 0.33
+    """Standard deviation of the generator codes, z ~ N(0, z_std^2)."""
+    template_level: int = 3
+    """Icosphere level of the template (3: 642 vertices, 1280 faces)."""
+    image_size: int = 64
+    """Side of the rendered and real silhouettes (training masks are resized to it)."""
+    sigma: float = 1e-4
+    """SoftRas silhouette sharpness of the fake renders."""
+    azimuth_range_deg: tuple[float, float] = (0.0, 360.0)
+    """Fake azimuths ~ U[lo, hi) degrees."""
+    elevation_deg: float = 30.0
+    """Elevation of the fake views in degrees."""
+    camera: Literal["dataset", "config"] = "dataset"
+    """dataset: distance/fov from the prepared meta.json when recorded, else the two below."""
+    distance: float = 2.732
+    """Camera distance (used when ``camera`` is config or the dataset records none)."""
+    fov_deg: float = 30.0
+    """Full field of view in degrees (same rule as ``distance``)."""
+    n_samples: int = 8
+    """Codes z shown in samples.png (one row each)."""
+    n_views: int = 6
+    """Evenly spaced azimuths shown per code in samples.png (one column each)."""
+    log_every: int = 100
+    """Append a metrics record every this many iterations."""
+    checkpoint_every: int = 5000
+    """Write a resumable checkpoint (to the resume dir) every this many iterations."""
+    keep_last: int = 2
+    """Resumable checkpoints kept."""
+    mixed_precision: Literal["off", "bf16", "fp16"] = "off"
+    """Autocast of the networks on CUDA (the renderer stays float32; off on CPU); prefer bf16."""
+    progress: bool = True
+    """Show a progress bar."""
+    health: GanHealthConfig = field(default_factory=GanHealthConfig)
+    """Collapse and quality checks after training."""
+
+    def validate(self) -> None:
+        """Sizes, schedule, camera and azimuth range must be valid."""
+        for name in ("iterations", "batch_size", "n_critic", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.keep_last < 1 or self.n_samples < 0 or self.n_views < 1:
+            raise ValueError("keep_last and n_views must be >= 1 and n_samples >= 0")
+        if self.image_size < 16:
+            raise ValueError(
+                f"image_size: must be >= 16 (the discriminator's trunk), got {self.image_size}"
+            )
+        lo, hi = self.azimuth_range_deg
+        if not 0.0 <= lo < hi <= 360.0:
+            raise ValueError(f"azimuth_range_deg: need 0 <= lo < hi <= 360, got {[lo, hi]}")
+        if self.lr <= 0 or self.sigma <= 0 or self.distance <= 0 or not 0 < self.fov_deg < 180:
+            raise ValueError("lr, sigma and distance must be > 0 and fov_deg in (0, 180)")
+        if min(self.gp_weight, self.laplacian_weight, self.flatten_weight) < 0:
+            raise ValueError("gp_weight, laplacian_weight and flatten_weight must be >= 0")
+        if self.z_dim < 1 or self.z_std <= 0 or self.adaptive_reference <= 0:
+            raise ValueError("z_dim must be >= 1, z_std and adaptive_reference > 0")
+        if not 0 <= self.template_level <= 5:
+            raise ValueError(f"template_level: must lie in [0, 5], got {self.template_level}")
+        if list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise ValueError(f"lr_milestones: must be increasing, got {list(self.lr_milestones)}")
+
+
+@dataclass(frozen=True)
+class TrainPoseConfig:
+    """Stage ``train_pose``: URA's pseudo pose regressor, trained on renders of the frozen GAN.
+
+    Defaults are URA's stage (b) (REFERENCE "URA"): 100k iterations, batch 32,
+    Adam (0.9, 0.999), lr 1e-4 halved at 50k and 75k, renders of fresh
+    G(z) at elevation 30 deg and azimuth ~ U[0, 360).
+    """
+
+    iterations: int = 100_000
+    """Total iterations (regressor updates)."""
+    batch_size: int = 32
+    """Fresh G(z) renders per iteration."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    lr_milestones: tuple[int, ...] = (50_000, 75_000)
+    """Iterations at which the learning rate is multiplied by ``lr_gamma``."""
+    lr_gamma: float = 0.5
+    """Learning-rate factor at each milestone."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+    head: Literal["sigmoid", "cossin"] = "sigmoid"
+    """Regressor output: sigmoid * 360 (paper) or a normalised (cos, sin) pair."""
+    image_size: int = 64
+    """Side of the training renders and of the regressor's input."""
+    sigma: float = 1e-4
+    """SoftRas silhouette sharpness of the training renders."""
+    azimuth_range_deg: tuple[float, float] = (0.0, 360.0)
+    """Training azimuths ~ U[lo, hi) degrees."""
+    elevation_deg: float = 30.0
+    """Elevation of the training renders in degrees."""
+    camera: Literal["dataset", "config"] = "dataset"
+    """dataset: distance/fov from the prepared meta.json when recorded, else the two below."""
+    distance: float = 2.732
+    """Camera distance (used when ``camera`` is config or the dataset records none)."""
+    fov_deg: float = 30.0
+    """Full field of view in degrees (same rule as ``distance``)."""
+    n_samples: int = 8
+    """Training renders shown in samples.png with their true and predicted azimuths."""
+    log_every: int = 100
+    """Append a metrics record every this many iterations."""
+    checkpoint_every: int = 2000
+    """Write a resumable checkpoint (to the resume dir) every this many iterations."""
+    keep_last: int = 2
+    """Resumable checkpoints kept."""
+    mixed_precision: Literal["off", "bf16", "fp16"] = "off"
+    """Autocast of the regressor on CUDA (the renderer stays float32; off on CPU)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def validate(self) -> None:
+        """Sizes, schedule and azimuth range must be valid."""
+        for name in ("iterations", "batch_size", "log_every", "checkpoint_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.image_size < 16:
+            raise ValueError(
+                f"image_size: must be >= 16 (the regressor's trunk), got {self.image_size}"
+            )
+        lo, hi = self.azimuth_range_deg
+        if not 0.0 <= lo < hi <= 360.0:
+            raise ValueError(f"azimuth_range_deg: need 0 <= lo < hi <= 360, got {[lo, hi]}")
+        if self.lr <= 0 or self.sigma <= 0 or self.distance <= 0 or not 0 < self.fov_deg < 180:
+            raise ValueError("lr, sigma and distance must be > 0 and fov_deg in (0, 180)")
+        if self.n_samples < 0:
+            raise ValueError(f"n_samples: must be >= 0, got {self.n_samples}")
+
+
+@dataclass(frozen=True)
+class PredictPosesConfig:
+    """Stage ``predict_poses``: label every prepared image's mask with the regressor's azimuth."""
+
+    batch_size: int = 256
+    """Masks per regressor forward pass."""
+    allow_reflection: bool = True
+    """Whether the evaluation's global alignment may also reflect azimuths (a -> -a)."""
+    alignment: Literal["per_category", "all"] = "per_category"
+    """Fit the global azimuth offset per category (each its own canonical frame) or once."""
+    accuracy_thresholds_deg: tuple[float, ...] = (15.0, 30.0)
+    """Accuracy reported at these aligned errors (degrees)."""
+
+    def validate(self) -> None:
+        """Batch size and thresholds must be positive."""
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if any(t <= 0 for t in self.accuracy_thresholds_deg):
+            raise ValueError("accuracy_thresholds_deg: thresholds must be > 0")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Stage ``evaluate``: score one experiment's test reconstructions under the alignment protocols.
+
+    Maps onto :class:`poseless.evaluate.align.EvalSettings` (points, thresholds,
+    azimuth grid, ICP) and :class:`poseless.evaluate.extract.ExtractSettings` (SDF grid).
+    """
+
+    protocols: tuple[str, ...] = ("azimuth_search", "global", "view_centric")
+    """Protocols to run (azimuth_search, global, view_centric, icp); add icp to turn ICP on."""
+    split: Literal["test", "val"] = "test"
+    """Split that is scored."""
+    n_items: int = 0
+    """Items scored (the first n of the split in manifest order; 0: the whole split)."""
+    gt_voxels: Literal["mesh", "dataset"] = "mesh"
+    """mesh: voxelise the GT mesh (when there is one) with the predictions' voxeliser;
+    dataset: the dataset's own voxels (URA on ShapeNet)."""
+    global_criterion: Literal["iou", "cd"] = "iou"
+    """What the ``global`` rotation maximises on validation items: voxel IoU or -Chamfer."""
+    global_flip: bool = False
+    """Whether ``global`` may also mirror x -> -x."""
+    global_per_category: bool = True
+    """Fit one ``global`` rotation per category (each may have its own canonical frame)."""
+    global_fit_items: int = 0
+    """Validation items per category used to fit ``global`` (0: all)."""
+    n_points: int = 10_000
+    """Surface points per mesh for Chamfer / F-score (ShapeClipper: 100k)."""
+    search_points: int = 2048
+    """Points used to choose azimuths and fit ICP."""
+    fscore_thresholds: tuple[float, ...] = (0.01, 0.05, 0.1)
+    """F-score thresholds."""
+    azimuth_step_deg: float = 5.0
+    """Azimuth grid of azimuth_search and global (5 deg: URA's 72 candidates)."""
+    icp_iterations: int = 100
+    """ICP iterations per initialisation."""
+    icp_scale: bool = False
+    """ICP fits a similarity (with scale) instead of a rigid transform."""
+    grid_resolution: int = 101
+    """SDF models: grid samples per axis of mesh extraction (ShapeClipper: 101)."""
+    grid_bound: float = 0.6
+    """SDF models: the extraction grid covers [-grid_bound, grid_bound]^3."""
+    pose_thresholds_deg: tuple[float, ...] = (15.0, 30.0)
+    """Pose accuracy thresholds (degrees) after the best global azimuth alignment."""
+    batch_size: int = 16
+    """Images per reconstructor call."""
+    workers: int = 1
+    """Processes scoring items in parallel (1: in-process; results keep item order)."""
+    sample_meshes: int = 8
+    """Predicted meshes written as .obj for the first n scored items (report samples)."""
+
+    def validate(self) -> None:
+        """Known, unique protocols; positive sizes."""
+        known = ("azimuth_search", "global", "view_centric", "icp")
+        bad = [p for p in self.protocols if p not in known]
+        if bad or not self.protocols or len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(
+                f"protocols: must be a non-empty list of distinct names from {list(known)}, "
+                f"got {list(self.protocols)}"
+            )
+        if min(self.n_points, self.search_points, self.batch_size, self.workers) < 1:
+            raise ValueError("n_points, search_points, batch_size and workers must be >= 1")
+        if min(self.n_items, self.global_fit_items, self.sample_meshes) < 0:
+            raise ValueError("n_items, global_fit_items and sample_meshes must be >= 0")
+        if self.grid_resolution < 2 or self.grid_bound <= 0 or self.icp_iterations < 1:
+            raise ValueError("grid_resolution must be >= 2, grid_bound > 0, icp_iterations >= 1")
+        if any(t <= 0 for t in self.fscore_thresholds + self.pose_thresholds_deg):
+            raise ValueError("fscore_thresholds and pose_thresholds_deg must be > 0")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Stage ``report``: one static HTML page (and summary.md) over every upstream artifact."""
+
+    sample_items: int = 6
+    """Test items shown per experiment (input, reconstruction, novel views, turntable)."""
+    render_size: int = 128
+    """Side of the ray-cast renders of reconstructions."""
+    novel_views_deg: tuple[float, ...] = (90.0, 180.0, 270.0)
+    """Azimuth offsets (degrees) of the novel views from the input view."""
+    turntable_frames: int = 24
+    """Frames of each turntable GIF."""
+    turntable_ms: int = 80
+    """Milliseconds per turntable frame."""
+    metrics: tuple[str, ...] = ("iou32", "cd", "fscore@0.01", "fscore@0.05", "fscore@0.1")
+    """Metrics (before '@protocol') shown in the results table."""
+    pose_bins: int = 36
+    """Histogram bins of the predicted-vs-true azimuth plots."""
+    knn_items: int = 4
+    """Query images shown with their neighbours in the kNN sheet."""
+
+    def validate(self) -> None:
+        """Positive sizes."""
+        if self.render_size < 8 or self.turntable_frames < 1 or self.turntable_ms < 1:
+            raise ValueError("render_size must be >= 8, turntable_frames and turntable_ms >= 1")
+        if min(self.sample_items, self.knn_items) < 0 or self.pose_bins < 1:
+            raise ValueError("sample_items and knn_items must be >= 0, pose_bins >= 1")
+        if not self.metrics:
+            raise ValueError("metrics: name at least one metric")
+
+
+@dataclass(frozen=True)
 class Params:
     """All sections of a params file. Sections are added by the stages that use them."""
 
@@ -611,8 +988,18 @@ class Params:
     """Stage ``build_knn``."""
     estimate_normals: EstimateNormalsConfig = field(default_factory=EstimateNormalsConfig)
     """Stage ``estimate_normals``."""
+    train_gan: TrainGanConfig = field(default_factory=TrainGanConfig)
+    """Stage ``train_gan`` (URA stage a)."""
+    train_pose: TrainPoseConfig = field(default_factory=TrainPoseConfig)
+    """Stage ``train_pose`` (URA stage b)."""
+    predict_poses: PredictPosesConfig = field(default_factory=PredictPosesConfig)
+    """Stage ``predict_poses``."""
     train_recon: TrainReconConfig = field(default_factory=TrainReconConfig)
     """Stage ``train_recon`` (one job per experiment and seed)."""
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    """Stage ``evaluate`` (one job per experiment and seed)."""
+    report: ReportConfig = field(default_factory=ReportConfig)
+    """Stage ``report``."""
 
 
 # ---------------------------------------------------------------------------
