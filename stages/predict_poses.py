@@ -1,0 +1,63 @@
+"""Stage predict_poses: the pseudo pose (azimuth) of every prepared image's mask.
+
+Writes ``--out`` atomically (a temporary folder next to it, then renamed):
+poses.parquet (id, split, category, azimuth_deg [, gt_azimuth_deg, error_deg]),
+histogram.png and config.yaml; and the DVC metrics JSON ``--metrics`` (errors
+after the best global alignment where the dataset has GT azimuths, else counts).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from poseless.cli import run_stage, stage_parser, write_provenance
+from poseless.config import load_params
+from poseless.data.prepared import PreparedDataset
+from poseless.train.pose import load_regressor
+from poseless.train.predict_poses import predict_dataset, write_pose_figure
+from poseless.utils import atomic_path, select_device, write_json_atomic
+
+PARAMS = ("seed", "predict_poses")
+STAGE = "predict_poses"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--pose", default="data/pose", help="train_pose output folder")
+    parser.add_argument("--dataset", default="data/prepared", help="prepared dataset folder")
+    parser.add_argument("--out", default="data/poses", help="output folder")
+    parser.add_argument(
+        "--metrics", default="data/metrics/predict_poses.json", help="DVC metrics JSON"
+    )
+    args = parser.parse_args(argv)
+    params = load_params(args.params, sections=PARAMS)
+    cfg = params.predict_poses
+    device = select_device(args.device)
+    regressor, info = load_regressor(args.pose, device)
+    dataset = PreparedDataset(args.dataset)
+
+    def progress(batches):
+        return tqdm(batches, desc=STAGE, unit="batch", file=sys.stderr)
+
+    table, metrics = predict_dataset(regressor, info.input_size, dataset, cfg, device, progress)
+    with atomic_path(args.out) as tmp:
+        tmp.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp / "poses.parquet")
+        write_pose_figure(tmp / "histogram.png", table)
+        write_provenance(tmp, STAGE, params.to_dict(), {"regressor_input_size": info.input_size})
+    write_json_atomic(args.metrics, metrics)
+    overall = metrics.get("overall")
+    summary = (
+        f"median aligned error {overall['median_error_deg']:.1f} deg"
+        if overall
+        else "no ground-truth azimuths"
+    )
+    print(f"{STAGE}: {len(table)} items, {summary} -> {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run_stage(main)

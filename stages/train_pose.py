@@ -1,0 +1,82 @@
+"""Stage train_pose: URA's pseudo pose regressor, trained on renders of the frozen GAN.
+
+Reads ``--gan``/generator.safetensors (+ generator.json) and the prepared
+dataset's meta.json (its camera, when recorded). Writes ``--out`` atomically
+(built in a temporary folder next to it, then renamed): regressor.safetensors +
+regressor.json, metrics.jsonl, samples.png, config.yaml. Resumable checkpoints
+live in ``--resume-dir`` (outside ``--out``: Snakemake deletes declared outputs
+before a rerun); a killed run continues from the last one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from poseless.cli import run_stage, stage_parser, write_provenance
+from poseless.config import load_params
+from poseless.data.prepared import DatasetError
+from poseless.train.pose import (
+    gan_camera_mismatch,
+    generator_fingerprint,
+    load_generator,
+    resolve_camera,
+    train_pose,
+)
+from poseless.utils import atomic_path, select_device
+
+PARAMS = ("seed", "train_pose")
+STAGE = "train_pose"
+
+
+def main(argv: list[str] | None = None, step_hook=None) -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--gan", default="data/gan", help="train_gan output folder")
+    parser.add_argument("--dataset", default="data/prepared", help="prepared dataset folder")
+    parser.add_argument("--out", default="data/pose", help="output folder")
+    parser.add_argument(
+        "--resume-dir", default="data/.resume/train_pose", help="resumable checkpoints"
+    )
+    args = parser.parse_args(argv)
+    params = load_params(args.params, sections=PARAMS)
+    cfg = params.train_pose
+    meta_path = Path(args.dataset) / "meta.json"
+    if not meta_path.is_file():
+        raise DatasetError(f"{meta_path}: missing; run the prepare_data stage first")
+    camera = resolve_camera(cfg, json.loads(meta_path.read_text()))
+    mismatch = gan_camera_mismatch(args.gan, camera)
+    if mismatch:
+        logging.getLogger(STAGE).warning(mismatch)
+    device = select_device(args.device)
+    sha = generator_fingerprint(args.gan)
+    G = load_generator(args.gan, device)
+    with atomic_path(args.out) as tmp:
+        result = train_pose(
+            G,
+            cfg,
+            tmp,
+            args.resume_dir,
+            seed=params.seed,
+            camera=camera,
+            device=device,
+            generator_sha256=sha,
+            step_hook=step_hook,
+        )
+        extra = {
+            "generator_sha256": sha,
+            "camera": dataclasses.asdict(camera),
+            "steps": result.steps,
+        }
+        write_provenance(tmp, STAGE, params.to_dict(), extra)
+    print(
+        f"{STAGE}: {result.steps} iterations, last batch error {result.last_loss_deg:.1f} deg "
+        f"-> {args.out}",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

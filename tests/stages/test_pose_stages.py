@@ -1,0 +1,198 @@
+"""End-to-end runs of train_pose and predict_poses on a tiny prepared dataset and generator."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from poseless.models.mesh_decoder import Generator
+from poseless.train.checkpoint import save_model
+from poseless.train.pose import ModelFileError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+train_pose = _load("stage_train_pose", ROOT / "stages/train_pose.py")
+predict_poses = _load("stage_predict_poses", ROOT / "stages/predict_poses.py")
+# the tiny prepared-dataset writer shared with tests/features (no package imports in tests)
+fixtures = _load("pose_stage_fixtures", ROOT / "tests/features/conftest.py")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL in the middle of a run."""
+
+
+def kill_at(k: int):
+    def hook(step: int) -> None:
+        if step == k:
+            raise Killed
+
+    return hook
+
+
+@pytest.fixture
+def setup(tmp_path):
+    dataset = fixtures.write_prepared(
+        tmp_path / "prepared", splits={"train": 6, "val": 3, "test": 3}
+    )
+    gan = tmp_path / "gan"
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, template_level=1)
+    # the train_gan format: generator.safetensors + generator.json holding Generator.config()
+    save_model(gan / "generator.safetensors", G, G.config())
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "seed": 5,
+                "train_pose": {
+                    "iterations": 4,
+                    "batch_size": 2,
+                    "image_size": 32,
+                    "log_every": 2,
+                    "checkpoint_every": 2,
+                    "n_samples": 2,
+                    "progress": False,
+                },
+                "predict_poses": {"batch_size": 5},
+            }
+        )
+    )
+    return {"dataset": dataset, "gan": gan, "params": params, "tmp": tmp_path}
+
+
+def train_args(s, out: str, resume: str) -> list[str]:
+    t = s["tmp"]
+    return [
+        "--params", str(s["params"]), "--gan", str(s["gan"]), "--dataset", str(s["dataset"]),
+        "--out", str(t / out), "--resume-dir", str(t / resume), "--device", "cpu",
+    ]  # fmt: skip
+
+
+def predict_args(s, pose: str, out: str, metrics: str) -> list[str]:
+    t = s["tmp"]
+    return [
+        "--params", str(s["params"]), "--pose", str(t / pose), "--dataset", str(s["dataset"]),
+        "--out", str(t / out), "--metrics", str(t / metrics), "--device", "cpu",
+    ]  # fmt: skip
+
+
+def folder_bytes(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def test_train_and_predict_are_deterministic_and_resume_after_a_kill(setup):
+    s, t = setup, setup["tmp"]
+    train_pose.main(train_args(s, "pose_a", "resume_a"))
+    with pytest.raises(Killed):
+        train_pose.main(train_args(s, "pose_b", "resume_b"), step_hook=kill_at(3))
+    assert not (t / "pose_b").exists(), "a killed run must not leave a finished-looking output"
+    assert list((t / "resume_b").glob("*/checkpoints/step-000000002.pt"))
+    train_pose.main(train_args(s, "pose_b", "resume_b"))
+    a, b = folder_bytes(t / "pose_a"), folder_bytes(t / "pose_b")
+    assert sorted(a) == [
+        "config.yaml",
+        "metrics.jsonl",
+        "regressor.json",
+        "regressor.safetensors",
+        "samples.png",
+    ]
+    assert a == b, [k for k in a if a[k] != b.get(k)]
+    config = yaml.safe_load((t / "pose_a" / "config.yaml").read_text())
+    assert config["stage"] == "train_pose" and config["config"]["seed"] == 5
+    assert config["config"]["train_pose"]["iterations"] == 4
+    assert config["extra"]["camera"] == {"elevation_deg": 30.0, "distance": 2.732, "fov_deg": 30.0}
+    with Image.open(t / "pose_a" / "samples.png") as im:
+        assert im.format == "PNG" and not im.text, im.text
+
+    predict_poses.main(predict_args(s, "pose_a", "poses_a", "m_a.json"))
+    predict_poses.main(predict_args(s, "pose_b", "poses_b", "m_b.json"))
+    pa_, pb_ = folder_bytes(t / "poses_a"), folder_bytes(t / "poses_b")
+    assert sorted(pa_) == ["config.yaml", "histogram.png", "poses.parquet"]
+    assert pa_ == pb_, [k for k in pa_ if pa_[k] != pb_.get(k)]
+    assert (t / "m_a.json").read_bytes() == (t / "m_b.json").read_bytes()
+
+    table = pd.read_parquet(t / "poses_a" / "poses.parquet")
+    manifest = pd.read_parquet(s["dataset"] / "manifest.parquet")
+    assert list(table.columns) == [
+        "id",
+        "split",
+        "category",
+        "azimuth_deg",
+        "gt_azimuth_deg",
+        "error_deg",
+    ]
+    assert table["id"].tolist() == manifest["id"].tolist()
+    assert table["split"].tolist() == manifest["split"].tolist()
+    assert table["azimuth_deg"].between(0, 360, inclusive="left").all()
+    assert np.allclose(table["gt_azimuth_deg"], manifest["azimuth_deg"] % 360)
+    assert table["error_deg"].between(0, 180).all()
+    metrics = json.loads((t / "m_a.json").read_text())
+    assert metrics["n_items"] == 12 and metrics["n_with_gt"] == 12
+    assert set(metrics["overall"]) == {
+        "n",
+        "median_error_deg",
+        "mean_error_deg",
+        "acc@15",
+        "acc@30",
+    }
+    assert {"offset_deg", "reflected", "median_error_deg"} <= set(metrics["categories"]["chair"])
+    assert metrics["overall"]["median_error_deg"] == pytest.approx(
+        float(np.median(table["error_deg"]))
+    )
+    with Image.open(t / "poses_a" / "histogram.png") as im:
+        assert im.size[0] > im.size[1] and not im.text
+
+
+def test_predict_poses_resizes_masks_and_reports_counts_without_gt(setup, tmp_path):
+    s = setup
+    train_pose.main(train_args(s, "pose", "resume"))
+    # a 48-pixel dataset without ground-truth azimuths
+    data = fixtures.write_prepared(tmp_path / "big", splits={"train": 4, "test": 2}, size=48)
+    manifest = pd.read_parquet(data / "manifest.parquet")
+    manifest["azimuth_deg"] = np.nan
+    manifest.to_parquet(data / "manifest.parquet")
+    s = dict(s, dataset=data)
+    predict_poses.main(predict_args(s, "pose", "poses", "m.json"))
+    table = pd.read_parquet(tmp_path / "poses" / "poses.parquet")
+    assert list(table.columns) == ["id", "split", "category", "azimuth_deg"]
+    assert len(table) == 6 and table["azimuth_deg"].between(0, 360, inclusive="left").all()
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["n_with_gt"] == 0 and metrics["counts"] == {"train": 4, "test": 2}
+    assert "overall" not in metrics
+
+
+def test_missing_generator_or_regressor_is_a_clear_error(setup):
+    s, t = setup, setup["tmp"]
+    (s["gan"] / "generator.safetensors").unlink()
+    with pytest.raises(ModelFileError, match="generator.safetensors: generator weights not found"):
+        train_pose.main(train_args(s, "pose", "resume"))
+    assert not (t / "pose").exists()
+    with pytest.raises(ModelFileError, match="regressor.safetensors: regressor weights not found"):
+        predict_poses.main(predict_args(s, "nowhere", "poses", "m.json"))
+    assert not (t / "poses").exists() and not (t / "m.json").exists()

@@ -1,0 +1,124 @@
+"""Pseudo poses of prepared masks: prediction, the pose table and its global alignment."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from poseless.config import PredictPosesConfig
+from poseless.models.pose_regressor import PoseRegressor
+from poseless.train.predict_poses import (
+    TABLE_COLUMNS,
+    fit_alignment,
+    pose_table,
+    predict_azimuths,
+    resize_masks,
+)
+
+CFG = PredictPosesConfig()
+
+
+def items(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ids = [f"item{k:03d}" for k in range(n)]
+    splits = [("train", "val", "test")[k % 3] for k in range(n)]
+    cats = ["chair" if k % 2 == 0 else "plane" for k in range(n)]
+    gt = rng.uniform(0, 360, n)
+    return ids, splits, cats, gt
+
+
+def test_constant_offset_and_reflection_are_aligned_away_per_category():
+    ids, splits, cats, gt = items(41)
+    chair = np.array([c == "chair" for c in cats])
+    pred = np.where(chair, gt + 77.0, 40.0 - gt)  # chairs: offset; planes: reflection + offset
+    table, metrics = pose_table(ids, splits, cats, pred, gt, CFG)
+    assert list(table.columns) == list(TABLE_COLUMNS)
+    assert table["error_deg"].max() < 1e-6, table["error_deg"].max()
+    assert metrics["overall"]["median_error_deg"] < 1e-6
+    assert metrics["overall"]["acc@15"] == 1.0 and metrics["overall"]["acc@30"] == 1.0
+    c, p = metrics["categories"]["chair"], metrics["categories"]["plane"]
+    assert c["reflected"] is False and c["offset_deg"] == pytest.approx(-77.0, abs=1e-6)
+    assert p["reflected"] is True and p["offset_deg"] == pytest.approx(40.0, abs=1e-6)
+    assert c["n"] + p["n"] == 41 and metrics["n_with_gt"] == 41
+    assert metrics["counts"] == {"train": 14, "val": 14, "test": 13}
+
+
+def test_one_alignment_for_all_items_and_errors_against_a_slow_reference():
+    ids, splits, cats, gt = items(30, seed=1)
+    rng = np.random.default_rng(2)
+    noise = rng.normal(0, 10, len(gt))
+    pred = gt + 123.0 + noise
+    cfg = PredictPosesConfig(alignment="all", allow_reflection=False)
+    table, metrics = pose_table(ids, splits, cats, pred, gt, cfg)
+    off = metrics["overall"]["offset_deg"]
+    assert metrics["overall"]["reflected"] is False
+    assert "offset_deg" not in metrics["categories"]["chair"]
+    # slow reference: every offset on a 0.01 deg grid, median wrapped error
+    grid = np.arange(-180.0, 180.0, 0.01)
+    errs = np.abs((pred[None] % 360 + grid[:, None] - gt[None] + 180.0) % 360.0 - 180.0)
+    best = np.median(errs, axis=1).min()
+    assert metrics["overall"]["median_error_deg"] == pytest.approx(best, abs=0.02)
+    expect = np.abs((pred + off - gt + 180.0) % 360.0 - 180.0)
+    assert np.allclose(table["error_deg"], expect, atol=1e-6)
+    assert abs(((off + 123.0 + 180.0) % 360.0) - 180.0) < 10.0
+
+
+def test_table_ranges_without_and_with_partial_ground_truth():
+    ids, splits, cats, _ = items(6)
+    pred = np.array([360.0, -1e-12, -30.0, 725.0, 0.0, 359.5])
+    table, metrics = pose_table(ids, splits, cats, pred, np.full(6, np.nan), CFG)
+    assert list(table.columns) == ["id", "split", "category", "azimuth_deg"]
+    assert table["azimuth_deg"].between(0.0, 360.0, inclusive="left").all(), table["azimuth_deg"]
+    assert table["azimuth_deg"].tolist()[2:4] == pytest.approx([330.0, 5.0])
+    assert metrics == {
+        "n_items": 6,
+        "n_with_gt": 0,
+        "counts": {"train": 2, "val": 2, "test": 2},
+        "categories": {"chair": {"n_items": 3}, "plane": {"n_items": 3}},
+    }
+    gt = np.array([10.0, np.nan, 20.0, np.nan, 30.0, 40.0])
+    table, metrics = pose_table(ids, splits, cats, pred, gt, CFG)
+    assert table["gt_azimuth_deg"].isna().tolist() == [False, True, False, True, False, False]
+    assert table["error_deg"].isna().tolist() == [False, True, False, True, False, False]
+    assert metrics["n_with_gt"] == 4 and metrics["overall"]["n"] == 4
+    assert table["error_deg"].dropna().between(0.0, 180.0).all()
+
+
+def test_bad_inputs_are_refused():
+    ids, splits, cats, gt = items(4)
+    with pytest.raises(ValueError, match="lengths differ"):
+        pose_table(ids, splits, cats, gt[:3], gt, CFG)
+    with pytest.raises(ValueError, match="must be finite"):
+        pose_table(ids, splits, cats, np.array([1.0, np.nan, 2.0, 3.0]), gt, CFG)
+    with pytest.raises(ValueError, match="square"):
+        resize_masks(torch.zeros(1, 1, 32, 48), 32)
+    with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
+        resize_masks(torch.zeros(1, 32, 32), 32)
+
+
+def test_fit_alignment_single_item_is_exact():
+    fit = fit_alignment(np.array([300.0]), np.array([10.0]), allow_reflection=False)
+    assert fit.errors_deg[0] == pytest.approx(0.0, abs=1e-9)
+    assert fit.offset_deg == pytest.approx(70.0, abs=1e-9)
+
+
+def test_predict_azimuths_resizes_masks_and_is_batch_independent():
+    torch.manual_seed(0)
+    reg = PoseRegressor().eval()
+    masks = (torch.rand(5, 1, 48, 48) > 0.6).float()
+    whole = predict_azimuths(reg, [masks], 32, torch.device("cpu"))
+    split = predict_azimuths(reg, [masks[:2], masks[2:]], 32, torch.device("cpu"))
+    assert whole.shape == (5,) and np.allclose(whole, split, atol=1e-4)
+    assert ((whole >= 0) & (whole < 360)).all()
+    small = resize_masks(masks, 32)
+    assert small.shape == (5, 1, 32, 32) and 0 <= float(small.min()) <= float(small.max()) <= 1
+    # area-like downsampling keeps the covered fraction
+    assert math.isclose(float(small.mean()), float(masks.mean()), abs_tol=0.02)
+    with torch.no_grad():
+        direct = reg(small).double().numpy()
+    assert np.allclose(whole, direct, atol=1e-4)
+    assert resize_masks(masks, 48) is masks
+    assert predict_azimuths(reg, [], 32, torch.device("cpu")).shape == (0,)
