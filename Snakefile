@@ -13,6 +13,10 @@ validate(config, "workflow/schemas/params.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/ura.smk"
+include: "workflow/rules/recon.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

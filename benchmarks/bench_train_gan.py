@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from poseless.train.gan import TrainGanConfig, train_gan
+from poseless.config import TrainGanConfig
+from poseless.train.gan import GanCamera, train_gan
 from poseless.utils import select_device
 
 
@@ -49,19 +50,30 @@ def main() -> None:
         batch_size=args.batch_size,
         log_every=10**9,
         checkpoint_every=10**9,
+        image_size=args.image_size,
         mixed_precision=args.mixed_precision,
         progress=False,
+        n_samples=0,
     )
-    with tempfile.TemporaryDirectory() as out:
-        train_gan(masks, cfg, device, out)  # warm-up (and the first checkpoint)
-        total = args.warmup + args.iterations
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        train_gan(masks, dataclasses.replace(cfg, iterations=total), device, out)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - t0) / args.iterations
+    camera = GanCamera(30.0, 2.732, 30.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        out, resume = f"{tmp}/out", f"{tmp}/resume"
+        kw = {"seed": 0, "camera": camera, "device": device}
+        train_gan(masks, cfg, out, resume, **kw)  # warm-up (and the first checkpoint)
+        # Timed between the step hooks of steps warmup and warmup + iterations, so the
+        # final weights/figures writing is not counted.
+        total = args.warmup + args.iterations + 1
+        marks = {}
+
+        def hook(step: int) -> None:
+            if step in (args.warmup, args.warmup + args.iterations):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                marks[step] = time.perf_counter()
+
+        cfg = dataclasses.replace(cfg, iterations=total)
+        train_gan(masks, cfg, out, resume, step_hook=hook, **kw)
+        seconds = (marks[args.warmup + args.iterations] - marks[args.warmup]) / args.iterations
     print(
         json.dumps(
             {

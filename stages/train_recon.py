@@ -1,7 +1,8 @@
 """Stage train_recon: train one experiment's single-view reconstructor for one seed.
 
-Reads the train split of the prepared dataset (and, for pseudo-pose experiments,
-the predict_poses table), trains the representation the experiment names, and
+Reads the train split of the prepared dataset (and, where the experiment uses
+them, the predict_poses table ``--poses``, the build_knn folder ``--knn`` and the
+estimate_normals folder ``--normals``), trains the representation the experiment names, and
 writes the whole ``--out`` folder atomically (built next to it, renamed at the
 end): ``model.safetensors`` + ``model.json``, ``metrics.jsonl``, ``renders.png``,
 ``config.yaml``. Checkpoints go to ``--resume-dir``, outside ``--out`` because
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="run seed, combined with params' seed")
     parser.add_argument("--dataset", default="data/prepared", help="prepared dataset folder")
     parser.add_argument("--poses", default=None, help="predict_poses parquet (pseudo-pose runs)")
+    parser.add_argument("--knn", default=None, help="build_knn folder (experiments with SSC)")
+    parser.add_argument(
+        "--normals", default=None, help="estimate_normals folder (experiments with normal losses)"
+    )
     parser.add_argument("--out", required=True, help="output folder, e.g. data/recon/ura/seed0")
     parser.add_argument(
         "--resume-dir",
@@ -56,7 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     seed = derive_seed(cfg.seed, args.seed)
     dataset = PreparedDataset(args.dataset)
     backend = get_backend(settings.representation)
-    data = load_recon_data(dataset, settings, args.poses, needs_camera=backend.needs_camera)
+    data = load_recon_data(
+        dataset,
+        settings,
+        args.poses,
+        needs_camera=backend.needs_camera,
+        knn=args.knn,
+        normals=args.normals,
+    )
     logging.getLogger("poseless").info(
         "train_recon %s seed %d: %d training items, resume folder %s",
         args.experiment,

@@ -500,6 +500,165 @@ class MeshReconSettings:
 
 
 @dataclass(frozen=True)
+class PoseSupervisionSettings:
+    """How URA's pseudo poses (``predict_poses``) guide the SDF viewpoint estimator (``poseless``).
+
+    Used when ``pose_source`` is ``pseudo`` (or ``gt``). The target azimuth is the
+    table's (Kato convention, ShapeClipper azimuth = -Kato azimuth) plus a learned
+    global offset (``learn_offset``): the GAN's canonical frame is arbitrary in
+    azimuth, while the SDF's mirror plane is fixed at x = 0.
+    """
+
+    weight: float = 1.0
+    """Weight of the azimuth loss mean(1 - cos(predicted - target))."""
+    elevation_weight: float = 0.0
+    """Weight of the same loss on the elevation against ``elevation_deg`` (pseudo) or GT (gt)."""
+    decay_iterations: int = 0
+    """Both weights fall linearly to 0 over this many main-loop iterations (0: constant)."""
+    init_iterations: int = 0
+    """For the first N main-loop iterations render at the target pose (azimuth + offset,
+    target elevation, no roll, dataset distance) instead of the estimator's."""
+    learn_offset: bool = True
+    """Learn one global azimuth offset added to the pseudo azimuths (pseudo only)."""
+
+    def validate(self) -> None:
+        """Non-negative weights and counts."""
+        if min(self.weight, self.elevation_weight) < 0:
+            raise ValueError("weight and elevation_weight must be >= 0")
+        if min(self.decay_iterations, self.init_iterations) < 0:
+            raise ValueError("decay_iterations and init_iterations must be >= 0")
+
+
+@dataclass(frozen=True)
+class SdfReconSettings:
+    """ShapeClipper's SDF reconstructor (volume rendering; defaults: REFERENCE "ShapeClipper")."""
+
+    encoder: Literal["resnet18", "resnet34"] = "resnet34"
+    """Image encoder of the shape and colour codes (ShapeClipper: ResNet-34)."""
+    encoder_weights: str = ""
+    """Local torchvision ImageNet weights of ``encoder``; '' = random init."""
+    viewpoint_encoder: Literal["resnet18", "resnet34"] = "resnet18"
+    """Backbone of the separate viewpoint estimator (ShapeClipper: ResNet-18)."""
+    viewpoint_encoder_weights: str = ""
+    """Local torchvision ImageNet weights of ``viewpoint_encoder``; '' = random init."""
+    input_size: int = 224
+    """Side the white-background input image is resized to (0: keep the dataset size)."""
+    code_dim: int = 64
+    """Size of the shape code and of the colour code."""
+    field_width: int = 64
+    """Width of the SDF MLP's hidden layers."""
+    field_layers: int = 5
+    """Hidden layers of the SDF MLP (inputs skip into layers 1 and 2)."""
+    color_layers: int = 3
+    """Hidden layers of the colour MLP."""
+    n_frequencies: int = 6
+    """Positional-encoding frequencies."""
+    symmetric: bool = True
+    """Fields mirror-symmetric about x = 0 (x -> |x|)."""
+    rays_per_image: int = 512
+    """Rays rendered per image and iteration (boundary-weighted sampling)."""
+    n_samples: int = 64
+    """Uniform samples per ray."""
+    ray_offset: float = 5.0
+    """Rays are drawn with probability proportional to 1 / (boundary distance + offset)."""
+    bound_margin: float = 0.9
+    """near/far = camera distance -/+ this (covers the [-0.5, 0.5]^3 box's circumsphere, 0.866)."""
+    beta_init: float = 0.1
+    """Initial Laplace scale of the SDF -> density map."""
+    camera_fov_deg: float = 14.250032697
+    """Full field of view when the dataset records no camera (ShapeClipper: focal 4 W)."""
+    camera_distance: float = 5.0
+    """Camera distance when the dataset records no camera (ShapeClipper: 5)."""
+    scale_range: float = 0.2
+    """Predicted distance scale is 1 + scale_range * tanh(.)."""
+    rgb_weight: float = 1.0
+    """Weight of the RGB MSE."""
+    mask_weight: float = 0.5
+    """Weight of the mask soft-IoU loss."""
+    normals: bool = True
+    """Use the monocular normal maps (estimate_normals): normal losses on."""
+    normal_weight: float = 0.01
+    """Weight of the normal loss."""
+    normal_l1_weight: float = 5.0
+    """Per ray: normal_l1_weight * |n_pred - n_gt|_1 + (1 - cos)."""
+    outlier_dropout: float = 0.2
+    """Fraction of normal-loss rays with the largest (1 - cos) dropped per batch (noise tolerance)."""
+    eikonal_weight: float = 0.03
+    """Weight of the eikonal loss."""
+    eikonal_points: int = 512
+    """Uniform eikonal points in [-1, 1]^3 per image (plus one sample per ray)."""
+    ssc: bool = True
+    """Semantic shape consistency with the CLIP kNN table (build_knn)."""
+    ssc_temperature: float = 4.0
+    """Neighbour drawn with probability proportional to (1 - maskIoU)^temperature."""
+    ssc_rgb_weight: float = 1.0
+    """Weight of the neighbour RGB MSE."""
+    ssc_mask_weight: float = 0.5
+    """Weight of the neighbour mask soft-IoU loss."""
+    ssc_normal_weight: float = 0.01
+    """Weight of the neighbour normal loss (when ``normals``)."""
+    azimuth_prior_weight: float = 0.1
+    """Weight of the azimuth-uniform EMD prior."""
+    camera_margin_weight: float = 0.01
+    """Weight of the hinge on |elevation|, |roll| beyond 90 deg - ``camera_margin_deg``."""
+    camera_margin_deg: float = 5.0
+    """Slack of the camera margin hinge (degrees before 90)."""
+    camera_symmetry_weight: float = 0.1
+    """Weight of the flipped-image viewpoint consistency."""
+    sphere_iterations: int = 2000
+    """Sphere pre-training iterations before the main loop (part of the run's step count)."""
+    sphere_points: int = 10000
+    """Points per sample of the sphere pre-training SDF MSE."""
+    sphere_radius: float = 0.5
+    """Radius of the pre-training sphere."""
+    d2_image_size: int = 32
+    """Side of the full-image mask renders fed to the view discriminator."""
+    d2_samples: int = 32
+    """Samples per ray of those renders."""
+    grid_resolution: int = 101
+    """Mesh extraction grid samples per axis at prediction (evaluate may override it)."""
+    grid_bound: float = 0.6
+    """Mesh extraction grid half-side."""
+    pose_supervision: PoseSupervisionSettings = field(default_factory=PoseSupervisionSettings)
+    """Pseudo/GT pose guidance of the viewpoint estimator (pose_source pseudo or gt)."""
+
+    def validate(self) -> None:
+        """Sizes positive; weights non-negative; fractions in range."""
+        for name in ("code_dim", "field_width", "field_layers", "color_layers", "rays_per_image"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.field_layers < 3:
+            raise ValueError(
+                f"field_layers: must be >= 3 (skips into 1 and 2), got {self.field_layers}"
+            )
+        if self.n_samples < 2 or self.d2_samples < 2 or self.grid_resolution < 2:
+            raise ValueError("n_samples, d2_samples and grid_resolution must be >= 2")
+        if self.input_size < 0 or (0 < self.input_size < 16):
+            raise ValueError(f"input_size: must be 0 or >= 16, got {self.input_size}")
+        if self.d2_image_size < 16:
+            raise ValueError(f"d2_image_size: must be >= 16, got {self.d2_image_size}")
+        if not 0.0 <= self.outlier_dropout < 1.0:
+            raise ValueError(f"outlier_dropout: must lie in [0, 1), got {self.outlier_dropout}")
+        weights = [
+            getattr(self, f.name) for f in dataclasses.fields(self) if f.name.endswith("_weight")
+        ]
+        if min(weights) < 0 or self.ssc_temperature < 0:
+            raise ValueError("loss weights and ssc_temperature must be >= 0")
+        if min(self.sphere_iterations, self.sphere_points - 1, self.eikonal_points) < 0:
+            raise ValueError(
+                "sphere_iterations, eikonal_points must be >= 0 and sphere_points >= 1"
+            )
+        if min(self.ray_offset, self.bound_margin, self.beta_init, self.grid_bound) <= 0:
+            raise ValueError("ray_offset, bound_margin, beta_init and grid_bound must be > 0")
+        if not 0 < self.camera_fov_deg < 180 or self.camera_distance <= self.bound_margin:
+            raise ValueError(
+                "camera_fov_deg must lie in (0, 180) and camera_distance > bound_margin"
+            )
+        if not 0 <= self.scale_range < 1 or not 0 <= self.camera_margin_deg < 90:
+            raise ValueError("scale_range must lie in [0, 1) and camera_margin_deg in [0, 90)")
+
+
+@dataclass(frozen=True)
 class ReconSettings:
     """The resolved settings of one ``train_recon`` experiment."""
 
@@ -538,6 +697,8 @@ class ReconSettings:
     """Training items shown (input | mask | render at the used pose) in renders.png."""
     mesh: MeshReconSettings = field(default_factory=MeshReconSettings)
     """Mesh representation settings."""
+    sdf: SdfReconSettings = field(default_factory=SdfReconSettings)
+    """SDF representation settings (ShapeClipper, ``poseless``)."""
     view_discriminator: ViewDiscriminatorSettings = field(default_factory=ViewDiscriminatorSettings)
     """URA's view discriminator D2."""
 
@@ -548,13 +709,13 @@ class ReconSettings:
 
     @property
     def uses_knn(self) -> bool:
-        """Whether the experiment reads the build_knn table."""
-        return False
+        """Whether the experiment reads the build_knn table (SDF with SSC)."""
+        return self.representation == "sdf" and self.sdf.ssc
 
     @property
     def uses_normals(self) -> bool:
-        """Whether the experiment reads the estimate_normals output."""
-        return False
+        """Whether the experiment reads the estimate_normals output (SDF with normal losses)."""
+        return self.representation == "sdf" and self.sdf.normals
 
     @property
     def uses_gt_poses(self) -> bool:
@@ -585,6 +746,42 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         "representation": "mesh",
         "pose_source": "pseudo",
         "view_discriminator": {"enabled": True, "pose_aware": True},
+    },
+    "shapeclipper": {"representation": "sdf", "pose_source": "joint"},
+    "shapeclipper_no_ssc": {"representation": "sdf", "pose_source": "joint", "sdf": {"ssc": False}},
+    "shapeclipper_no_normal": {
+        "representation": "sdf",
+        "pose_source": "joint",
+        "sdf": {"normals": False},
+    },
+    "shapeclipper_no_noise_tol": {
+        "representation": "sdf",
+        "pose_source": "joint",
+        "sdf": {"outlier_dropout": 0.0},
+    },
+    "shapeclipper_gt_pose": {"representation": "sdf", "pose_source": "gt"},
+    "poseless": {
+        "representation": "sdf",
+        "pose_source": "pseudo",
+        "view_discriminator": {"enabled": True, "pose_aware": False},
+        "sdf": {"pose_supervision": {"weight": 1.0, "init_iterations": 1000}},
+    },
+    "poseless_no_view_d": {
+        "representation": "sdf",
+        "pose_source": "pseudo",
+        "view_discriminator": {"enabled": False},
+        "sdf": {"pose_supervision": {"weight": 1.0, "init_iterations": 1000}},
+    },
+    "poseless_no_pseudo_pose": {
+        "representation": "sdf",
+        "pose_source": "joint",
+        "view_discriminator": {"enabled": True, "pose_aware": False},
+    },
+    "poseless_no_ssc": {
+        "representation": "sdf",
+        "pose_source": "pseudo",
+        "view_discriminator": {"enabled": True, "pose_aware": False},
+        "sdf": {"ssc": False, "pose_supervision": {"weight": 1.0, "init_iterations": 1000}},
     },
 }
 """Built-in experiments (DESIGN.md): each is a partial ReconSettings."""

@@ -14,7 +14,8 @@ PARAMS_FILE = os.path.relpath(
     workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else ROOT / "params.yaml",
     ROOT,
 )
-RESOLVED = to_dict(load_params(ROOT / PARAMS_FILE))
+PARAMS = load_params(ROOT / PARAMS_FILE)
+RESOLVED = to_dict(PARAMS)
 # Stage scripts run with the interpreter on PATH (the project's .venv via `make`).
 PYTHON = "python"
 
@@ -112,6 +113,102 @@ def stage_cmd(name, args):
     return f"{PYTHON} {stage_script(name)} --params {PARAMS_FILE} {args}"
 
 
+# Stages that use a GPU when one is there; the SLURM profile requests one for them.
+GPU_STAGES = ("embed_images", "estimate_normals", "train_gan", "train_pose", "train_recon")
+
+
+def gpus(name):
+    """GPUs a stage asks for (0 for CPU stages); local runs ignore undeclared limits."""
+    return 1 if name in GPU_STAGES else 0
+
+
+# --- train_recon: one job per experiment and seed --------------------------
+
+RECON = PARAMS.train_recon
+RECON_RUNS = [(exp, seed) for exp in RECON.run for seed in RECON.seeds]
+RECON_SETTINGS = {exp: RECON.resolve(exp) for exp in RECON.run}
+
+
+def _recon_section_values(exp):
+    """The params keys an experiment's result depends on (finer than the whole section)."""
+    values = {"seed": RESOLVED["seed"], "train_recon.common": RESOLVED["train_recon"]["common"]}
+    if exp in RESOLVED["train_recon"]["experiments"]:
+        values[f"train_recon.experiments.{exp}"] = RESOLVED["train_recon"]["experiments"][exp]
+    return values
+
+
+for _exp in RECON.run:
+    params_stamp(f"train_recon/{_exp}", key=to_dict(RECON_SETTINGS[_exp]) | {"seed": RESOLVED["seed"]})
+
+
+def recon_inputs(wildcards):
+    """Inputs of one experiment: only the pseudo-labels its losses use."""
+    settings = RECON_SETTINGS[wildcards.exp]
+    inputs = {
+        "dataset": "data/prepared",
+        "params": f"data/params/train_recon/{wildcards.exp}.json",
+        "code": code_deps("train_recon"),
+    }
+    if settings.uses_pseudo_poses:
+        inputs["poses"] = "data/poses"
+    if settings.uses_knn:
+        inputs["knn"] = "data/features/knn"
+    if settings.uses_normals:
+        inputs["normals"] = "data/features/normals"
+    return inputs
+
+
+def recon_sections(wildcards):
+    """Snakemake params (and DVC params) of one experiment."""
+    return _recon_section_values(wildcards.exp)
+
+
+def recon_extra_args(wildcards):
+    """CLI arguments for the pseudo-labels an experiment reads."""
+    settings = RECON_SETTINGS[wildcards.exp]
+    args = []
+    if settings.uses_pseudo_poses:
+        args.append("--poses data/poses/poses.parquet")
+    if settings.uses_knn:
+        args.append("--knn data/features/knn")
+    if settings.uses_normals:
+        args.append("--normals data/features/normals")
+    return " ".join(args)
+
+
+def _upstream():
+    """Pseudo-label folders the run's experiments use, by report role."""
+    used = {}
+    if any(s.uses_pseudo_poses for s in RECON_SETTINGS.values()):
+        used.update(gan="data/gan", pose="data/pose", poses="data/poses")
+    if any(s.uses_knn for s in RECON_SETTINGS.values()):
+        used.update(embeddings="data/features/embeddings", knn="data/features/knn")
+    if any(s.uses_normals for s in RECON_SETTINGS.values()):
+        used.update(normals="data/features/normals")
+    return used
+
+
+def report_inputs(wildcards):
+    """Every evaluation of the run, plus the upstream folders the report shows."""
+    inputs = {
+        "dataset": "data/prepared",
+        "params": params_stamp("report"),
+        "code": code_deps("report"),
+        "evaluations": [f"data/eval/{exp}/seed{seed}" for exp, seed in RECON_RUNS],
+        "recon": [f"data/recon/{exp}/seed{seed}" for exp, seed in RECON_RUNS],
+    }
+    inputs.update(_upstream())
+    return inputs
+
+
+def report_extra_args(wildcards):
+    """--<role> <folder> for each upstream folder the report shows."""
+    args = [f"--{role} {path}" for role, path in sorted(_upstream().items())]
+    return " ".join(args + ["--recon data/recon"])
+
+
 def get_final_outputs():
-    """What `rule all` asks for."""
-    return ["data/prepared"]
+    """What `rule all` asks for: the report (and through it every stage of the run)."""
+    return ["data/report"] + [
+        f"data/metrics/evaluate/{exp}-seed{seed}.json" for exp, seed in RECON_RUNS
+    ]

@@ -1,163 +1,314 @@
 """URA stage (a): the pose-independent mesh GAN (``train_gan``).
 
-Schedule (REFERENCE "URA"): the critic D steps every iteration, the generator G
-every ``n_critic`` = 3rd (iterations 0, 3, 6, ...); Adam (0.9, 0.999), lr 1e-4
-for both, halved at 200k/300k/400k of 500k iterations; batch 32.
+Schedule (REFERENCE "URA"; every number comes from
+:class:`~poseless.config.TrainGanConfig`): the critic D steps every iteration,
+the generator G every ``n_critic``-th (iterations 0, 3, 6, ... by default);
+Adam with ``betas``, ``lr`` for both, multiplied by ``lr_gamma`` at each of
+``lr_milestones``.
 
-* D step: real = random training silhouettes; fake = G(z) rendered (no graph
-  into G) at elevation 30 deg, azimuth ~ U[0, 2 pi); WGAN-GP loss with
-  lambda = 10 and the per-sample gradient norm (:mod:`poseless.losses.gan`).
+* D step: real = random training silhouettes; fake = G(z), z ~ N(0, z_std^2),
+  rendered (no graph into G) at ``elevation_deg`` and azimuth ~
+  U[``azimuth_range_deg``); WGAN-GP loss with ``gp_weight`` and the per-sample
+  gradient norm (``gp_mode``; :mod:`poseless.losses.gan`).
 * G step: fresh z and azimuths; loss
-  ``-mean D(fake) + s * (w_lap * Laplacian + w_flat * flatten)`` with
-  ``s = |mean d(-D)/dW_bias| / 2e-5`` (adaptive weight, recomputed every G
-  step; ``adaptive_weight=False`` uses s = 1).
+  ``-mean D(fake) + s * (laplacian_weight * Laplacian + flatten_weight * flatten)``
+  with ``s = |mean d(-D)/dW_bias| / adaptive_reference`` (adaptive weight,
+  recomputed every G step; ``adaptive_weight: false`` uses s = 1).
+
+The camera (distance, field of view) is the prepared dataset's when it records
+one and ``camera: dataset`` (:func:`resolve_camera`), else the config's.
 
 All randomness (real indices, z, azimuths, GP interpolation weights) comes from
-one CPU ``torch.Generator`` seeded with ``seed`` and checkpointed, so a killed
-run resumes exactly. Outputs in ``out_dir``: ``checkpoints/``,
-``metrics.jsonl``, and the final ``generator.safetensors`` /
-``discriminator.safetensors`` with their JSON config sidecars.
+one CPU ``torch.Generator`` seeded with the stage seed and checkpointed by
+:class:`~poseless.train.loop.TrainLoop`, so a killed run resumes bit for bit on
+the CPU. Resumable state lives in a *resume directory* outside the artifact
+folder (Snakemake deletes declared outputs before a rerun), in a sub-folder
+named by the hash of everything that changes the trained weights
+(:func:`resume_key`: config minus loop length/logging/figures/health, seed,
+camera, the training masks' hash), so a changed input never resumes a stale run.
+
+Artifact folder (filled by :func:`train_gan`): ``generator.safetensors`` /
+``discriminator.safetensors`` with their JSON config sidecars, ``metrics.jsonl``
+(without wall-clock times: byte-identical between identical runs),
+``curves.png`` (training curves) and ``samples.png`` (``n_samples`` codes x
+``n_views`` azimuths).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
+import json
+import logging
 import math
+import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
-from poseless.geometry.cameras import KATO_DISTANCE, KATO_ELEVATION_DEG, kato_extrinsics
+from poseless.config import TrainGanConfig
+from poseless.data.prepared import DatasetError, PreparedDataset
+from poseless.errors import PoselessError
+from poseless.geometry.cameras import kato_extrinsics
 from poseless.geometry.mesh import MeshTopology, flatten_loss, laplacian_loss
-from poseless.losses.gan import (
-    ADAPTIVE_REFERENCE,
-    GP_WEIGHT,
-    adaptive_geometry_scale,
-    critic_loss,
-    generator_loss,
-)
+from poseless.losses.gan import adaptive_geometry_scale, critic_loss, generator_loss
 from poseless.models.discriminator import SilhouetteDiscriminator
-from poseless.models.mesh_decoder import Z_DIM, Z_STD, Generator
+from poseless.models.mesh_decoder import Generator
 from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
+from poseless.report.figures import image_grid_png, training_curves_png
 from poseless.train.checkpoint import save_model
 from poseless.train.loop import LoopSettings, TrainLoop
-from poseless.utils import select_device
+from poseless.train.metrics_log import read_metrics
+from poseless.utils import select_device, stable_hash, write_bytes_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+GENERATOR_FILE = "generator.safetensors"
+"""The generator's weights (sidecar ``generator.json``: ``Generator.config()``)."""
+DISCRIMINATOR_FILE = "discriminator.safetensors"
+"""The critic's weights (sidecar ``discriminator.json``)."""
+METRICS_FILE = "metrics.jsonl"
+"""Training metrics (JSON lines, no wall-clock times) in the output folder."""
+CURVES_FILE = "curves.png"
+"""Training curves figure."""
+SAMPLES_FILE = "samples.png"
+"""Grid of G(z) renders: one row per code, one column per azimuth."""
+
+_NOT_IN_KEY = (
+    "iterations",
+    "log_every",
+    "checkpoint_every",
+    "keep_last",
+    "progress",
+    "n_samples",
+    "n_views",
+    "health",
+)
+"""Config fields that do not change the trained weights (kept out of the resume key)."""
+
+CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("critic loss", ("loss/d",)),
+    ("Wasserstein estimate", ("loss/wasserstein",)),
+    ("gradient penalty", ("loss/gp",)),
+    ("G adversarial loss", ("loss/g_adv",)),
+    ("Laplacian, flatten (unweighted)", ("loss/g_laplacian", "loss/g_flatten")),
+    ("geometry term (weighted, before s)", ("loss/g_geometry",)),
+    ("adaptive geometry scale s", ("loss/g_scale",)),
+    ("learning rate", ("lr/generator", "lr/discriminator")),
+)
+"""Panels of curves.png: (title, metrics.jsonl keys)."""
 
 
 @dataclass(frozen=True)
-class TrainGanConfig:
-    """Stage ``train_gan``: URA's pose-independent mesh GAN (defaults: the paper's ShapeNet run)."""
+class GanCamera:
+    """The look-at camera of the fake renders (Kato convention)."""
 
-    iterations: int = 500_000
-    """Total iterations (D steps)."""
-    batch_size: int = 32
-    """Real and fake silhouettes per D step; fakes per G step."""
-    lr: float = 1e-4
-    """Adam learning rate of G and D."""
-    lr_milestones: tuple[int, ...] = (200_000, 300_000, 400_000)
-    """Iterations at which both learning rates are multiplied by ``lr_gamma``."""
-    lr_gamma: float = 0.5
-    """Learning-rate factor at each milestone."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """Adam betas."""
-    n_critic: int = 3
-    """G steps every ``n_critic`` iterations (D every iteration)."""
-    gp_weight: float = GP_WEIGHT
-    """WGAN-GP lambda."""
-    gp_mode: Literal["per_sample", "per_pixel"] = "per_sample"
-    """Gradient norm per sample (Gulrajani) or per pixel (URA code defect)."""
-    laplacian_weight: float = 5e-3
-    """Weight of the Laplacian term (CUB: 5e-2)."""
-    flatten_weight: float = 5e-3
-    """Weight of the flatten term."""
-    adaptive_weight: bool = True
-    """Rescale the geometry term by |mean d(-D)/dW_bias| / adaptive_reference."""
-    adaptive_reference: float = ADAPTIVE_REFERENCE
-    """Denominator of the adaptive weight."""
-    z_dim: int = Z_DIM
-    """Generator code size."""
-    z_std: float = Z_STD
-    """Standard deviation of the generator codes."""
-    template_level: int = 3
-    """Icosphere level of the template (3: 642 vertices)."""
-    elevation_deg: float = KATO_ELEVATION_DEG
-    """Elevation of the fake views in degrees."""
-    distance: float = KATO_DISTANCE
-    """Camera distance of the fake views."""
-    fov_deg: float = 30.0
-    """Full field of view of the renderer in degrees."""
-    sigma: float = 1e-4
-    """SoftRas silhouette sharpness."""
-    seed: int = 0
-    """Seed of the weights' initialisation and of the data/noise stream."""
-    log_every: int = 100
-    """Metrics record every this many iterations."""
-    checkpoint_every: int = 5000
-    """Checkpoint every this many iterations."""
-    keep_last: int = 2
-    """Checkpoints kept."""
-    mixed_precision: Literal["off", "bf16", "fp16"] = "off"
-    """Autocast of the networks on CUDA (the renderer stays float32). Prefer bf16:
-    under fp16 the gradient penalty's inner gradient is not loss-scaled."""
-    progress: bool = True
-    """Show a progress bar."""
+    elevation_deg: float
+    """Elevation in degrees."""
+    distance: float
+    """Distance of the eye from the origin."""
+    fov_deg: float
+    """Full field of view in degrees."""
 
 
-_LOOP_ONLY = ("iterations", "log_every", "checkpoint_every", "keep_last", "progress")
+def resolve_camera(cfg: TrainGanConfig, dataset_meta: Mapping | None) -> GanCamera:
+    """The renders' camera: the prepared dataset's (``meta.json`` "camera": distance,
+    fov_deg) when ``cfg.camera == "dataset"`` and it records one, else the config's.
+    The elevation always comes from the config (the dataset records none)."""
+    camera = (dataset_meta or {}).get("camera") if cfg.camera == "dataset" else None
+    if camera:
+        try:
+            return GanCamera(
+                float(cfg.elevation_deg), float(camera["distance"]), float(camera["fov_deg"])
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PoselessError(
+                f"meta.json: camera must hold distance and fov_deg, got {camera!r}"
+            ) from exc
+    return GanCamera(float(cfg.elevation_deg), float(cfg.distance), float(cfg.fov_deg))
+
+
+def raster_settings(cfg: TrainGanConfig, camera: GanCamera) -> SoftRasterSettings:
+    """SoftRas settings of the fake renders (size and sigma from ``cfg``, fov from ``camera``)."""
+    return SoftRasterSettings(image_size=cfg.image_size, sigma=cfg.sigma, fov_deg=camera.fov_deg)
+
+
+def uniform_azimuths(
+    n: int, rng: torch.Generator, azimuth_range_deg: tuple[float, float]
+) -> torch.Tensor:
+    """(n,) float32 azimuths in radians ~ U[lo, hi) degrees, drawn on the CPU from ``rng``."""
+    lo, hi = azimuth_range_deg
+    deg = lo + torch.rand(n, generator=rng, dtype=torch.float64) * (hi - lo)
+    deg = torch.where(deg >= hi, torch.full_like(deg, lo), deg)
+    return torch.deg2rad(deg).float()
+
+
+def evenly_spaced_azimuths(n: int, azimuth_range_deg: tuple[float, float]) -> torch.Tensor:
+    """(n,) degrees lo, lo + (hi - lo)/n, ...: the figure's and health checks' views."""
+    lo, hi = azimuth_range_deg
+    return lo + torch.arange(n, dtype=torch.float64).float() * ((hi - lo) / n)
+
+
+def render_views(
+    G: Generator,
+    z: torch.Tensor,
+    azimuth_deg: torch.Tensor,
+    camera: GanCamera,
+    raster: SoftRasterSettings,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every code rendered at every azimuth (no graph).
+
+    Args:
+        G: the generator (its device is used).
+        z: (N, z_dim) codes.
+        azimuth_deg: (K,) azimuths in degrees.
+    Returns:
+        silhouettes (N, K, 1, S, S) float32 in [0, 1] and vertices (N, V, 3), on G's device.
+    """
+    device = G.decoder.fc1.weight.device
+    n, k = z.shape[0], azimuth_deg.shape[0]
+    R, t = kato_extrinsics(
+        torch.deg2rad(azimuth_deg.float()).to(device),
+        math.radians(camera.elevation_deg),
+        camera.distance,
+    )  # (K, 3, 3), (K, 3)
+    with torch.no_grad():
+        vertices, faces = G(z.to(device))
+        verts = vertices.float().repeat_interleave(k, dim=0)  # (N*K, V, 3)
+        sil = render_silhouettes(verts, faces, R.repeat(n, 1, 1), t.repeat(n, 1), raster)
+    return sil.view(n, k, 1, raster.image_size, raster.image_size), vertices
+
+
+def masks_sha256(masks: torch.Tensor) -> str:
+    """sha256 of a mask tensor's shape, dtype and bytes (identifies the training data)."""
+    arr = masks.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(arr.shape)}{arr.dtype}".encode())
+    h.update(arr.numpy().tobytes())
+    return h.hexdigest()
+
+
+def resume_key(cfg: TrainGanConfig, seed: int, camera: GanCamera, data_sha256: str) -> dict:
+    """Everything that changes the trained weights (JSON); its hash names the resume folder."""
+    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_KEY}
+    keep["camera_resolved"] = dataclasses.asdict(camera)
+    keep["seed"] = int(seed)
+    keep["masks_sha256"] = data_sha256
+    return json.loads(json.dumps(keep, sort_keys=True))
 
 
 @dataclass(frozen=True)
 class TrainGanResult:
-    """Where ``train_gan`` left its outputs."""
+    """What :func:`train_gan` wrote and did."""
 
     generator_path: Path
     """``generator.safetensors`` (config sidecar ``generator.json``)."""
     discriminator_path: Path
     """``discriminator.safetensors`` (config sidecar ``discriminator.json``)."""
     metrics_path: Path
-    """``metrics.jsonl``."""
+    """``metrics.jsonl`` in the output folder."""
+    curves_path: Path
+    """``curves.png``."""
+    samples_path: Path | None
+    """``samples.png`` (None when ``n_samples`` is 0)."""
+    run_dir: Path
+    """The resume sub-folder holding the checkpoints."""
     steps: int
     """Iterations completed."""
     resumed_from: int | None
     """Iteration the run resumed from (None: fresh start)."""
+    generator: Generator
+    """The trained generator (eval mode, on the training device)."""
 
 
-def _as_float_masks(masks: torch.Tensor) -> torch.Tensor:
+def _check_masks(masks: torch.Tensor, size: int) -> None:
     if masks.ndim != 4 or masks.shape[1] != 1:
         raise ValueError(f"train_gan: masks must be (N, 1, H, W), got {tuple(masks.shape)}")
-    if masks.shape[-1] != masks.shape[-2]:
-        raise ValueError(f"train_gan: masks must be square, got {tuple(masks.shape[-2:])}")
+    if tuple(masks.shape[-2:]) != (size, size):
+        raise ValueError(
+            f"train_gan: masks must be {size} x {size} (train_gan.image_size), "
+            f"got {tuple(masks.shape[-2:])}; resize them first"
+        )
     if masks.shape[0] == 0:
         raise ValueError("train_gan: no training masks")
+
+
+def load_train_masks(dataset: PreparedDataset, size: int) -> torch.Tensor:
+    """The train split's masks as (N, 1, size, size) uint8, resized (box / bilinear) if needed."""
+    ids = dataset.ids("train")
+    if not ids:
+        raise DatasetError(f"{dataset.root}: the train split is empty; nothing to train the GAN on")
+    out = np.empty((len(ids), 1, size, size), np.uint8)
+    for k, item in enumerate(ids):
+        path = dataset.root / dataset.row(item)["mask"]
+        try:
+            with Image.open(path) as im:
+                m = im.convert("L")
+                if m.size != (size, size):
+                    shrink = m.size[0] > size
+                    m = m.resize(
+                        (size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+                    )
+                out[k, 0] = np.asarray(m)
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot read prepared mask: {exc}") from exc
+    return torch.from_numpy(out)
+
+
+def as_float_masks(masks: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] / bool / float masks -> float32 in [0, 1] (same shape)."""
     if masks.dtype == torch.uint8:
         return masks.float() / 255.0
     return masks.float()
 
 
 def train_gan(
-    prepared_masks: torch.Tensor,
+    masks: torch.Tensor,
     cfg: TrainGanConfig,
-    device: str | torch.device,
     out_dir: str | Path,
+    resume_dir: str | Path,
+    *,
+    seed: int,
+    camera: GanCamera,
+    device: str | torch.device = "auto",
+    step_hook: Callable[[int], None] | None = None,
 ) -> TrainGanResult:
     """Train URA's mesh generator against a silhouette critic; resumes if interrupted.
 
     Args:
-        prepared_masks: (N, 1, H, W) training silhouettes, float in [0, 1], bool,
-            or uint8 in [0, 255]; H = W is the render size.
-        cfg: the stage config.
+        masks: (N, 1, S, S) training silhouettes with S = ``cfg.image_size``;
+            uint8 in [0, 255] (kept so on the device; batches are converted),
+            bool, or float in [0, 1].
+        cfg: the ``train_gan`` section.
+        out_dir: folder to fill with the artifacts (the stage passes a temporary
+            folder it renames when done).
+        resume_dir: where resumable checkpoints live, outside ``out_dir``; the run
+            uses the sub-folder named by the hash of :func:`resume_key` and deletes
+            sibling sub-folders of other configs.
+        seed: seeds the networks' initialisation and the data/noise stream.
+        camera: the fake renders' camera (:func:`resolve_camera`).
         device: "auto", "cpu", "cuda", ... or a torch.device.
-        out_dir: run directory (checkpoints, metrics, final weights).
+        step_hook: called with the step index before each iteration (tests use it
+            to interrupt a run).
     """
-    out_dir = Path(out_dir)
+    out_dir, resume_dir = Path(out_dir), Path(resume_dir)
+    _check_masks(masks, cfg.image_size)
     device = device if isinstance(device, torch.device) else select_device(device)
-    masks = _as_float_masks(prepared_masks).to(device)
-    n_real, size = masks.shape[0], masks.shape[-1]
-    cfg_dict = dataclasses.asdict(cfg)
+    key = resume_key(cfg, seed, camera, masks_sha256(masks))
+    run_dir = resume_dir / stable_hash(json.dumps(key, sort_keys=True))
+    if resume_dir.is_dir():
+        for stale in sorted(p for p in resume_dir.iterdir() if p.is_dir() and p != run_dir):
+            log.info("removing resume state of another config: %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    masks = masks.to(device)
+    n_real = masks.shape[0]
     loop = TrainLoop(
-        out_dir,
+        run_dir,
         LoopSettings(
             max_steps=cfg.iterations,
             log_every=cfg.log_every,
@@ -166,17 +317,17 @@ def train_gan(
             mixed_precision=cfg.mixed_precision,
             progress=cfg.progress,
         ),
-        config={k: v for k, v in cfg_dict.items() if k not in _LOOP_ONLY},
+        config=key,
         device=device,
     )
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     G = Generator(cfg.z_dim, cfg.z_std, cfg.template_level).to(device)
     D = SilhouetteDiscriminator().to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, list(cfg.lr_milestones), cfg.lr_gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, list(cfg.lr_milestones), cfg.lr_gamma)
-    rng = torch.Generator().manual_seed(cfg.seed)
+    rng = torch.Generator().manual_seed(seed)
     loop.track(
         modules={"generator": G, "discriminator": D},
         optimizers={"generator": opt_g, "discriminator": opt_d},
@@ -184,22 +335,24 @@ def train_gan(
         generators={"data": rng},
     )
     topology = MeshTopology.icosphere(cfg.template_level, device=device)
-    raster = SoftRasterSettings(image_size=size, sigma=cfg.sigma, fov_deg=cfg.fov_deg)
-    elevation = math.radians(cfg.elevation_deg)
+    raster = raster_settings(cfg, camera)
+    elevation = math.radians(camera.elevation_deg)
 
     def render_fakes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         z = G.sample_z(n, rng)
-        azimuth = (torch.rand(n, generator=rng) * (2 * math.pi)).to(device)
-        R, t = kato_extrinsics(azimuth, elevation, cfg.distance)
+        azimuth = uniform_azimuths(n, rng, cfg.azimuth_range_deg).to(device)
+        R, t = kato_extrinsics(azimuth, elevation, camera.distance)
         with loop.autocast():
             vertices, faces = G(z)
         sil = render_silhouettes(vertices.float(), faces, R, t, raster)  # (n, 1, S, S)
         return sil, vertices
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
+        if step_hook is not None:
+            step_hook(step)
         # Critic step.
         idx = torch.randint(n_real, (cfg.batch_size,), generator=rng).to(device)
-        real = masks[idx]
+        real = as_float_masks(masks[idx])
         with torch.no_grad():
             fake, _ = render_fakes(cfg.batch_size)
         opt_d.zero_grad(set_to_none=True)
@@ -220,9 +373,9 @@ def train_gan(
         fake, vertices = render_fakes(cfg.batch_size)
         with loop.autocast():
             adv = generator_loss(D(fake).float())
-        geometry = cfg.laplacian_weight * laplacian_loss(
-            vertices.float(), topology.laplacian
-        ) + cfg.flatten_weight * flatten_loss(vertices.float(), topology.dihedral)
+        lap = laplacian_loss(vertices.float(), topology.laplacian)
+        flat = flatten_loss(vertices.float(), topology.dihedral)
+        geometry = cfg.laplacian_weight * lap + cfg.flatten_weight * flat
         if cfg.adaptive_weight:
             scale = adaptive_geometry_scale(adv, G.bias_head.weight, cfg.adaptive_reference)
         else:
@@ -230,14 +383,79 @@ def train_gan(
         opt_g.zero_grad(set_to_none=True)
         loop.backward(adv + scale * geometry)
         loop.step(opt_g)
-        losses.update(g_adv=adv.detach(), g_geometry=geometry.detach(), g_scale=scale)
+        losses.update(
+            g_adv=adv.detach(),
+            g_laplacian=lap.detach(),
+            g_flatten=flat.detach(),
+            g_geometry=geometry.detach(),
+            g_scale=scale,
+        )
         return losses
 
     result = loop.run(step_fn)
-    gen_path = out_dir / "generator.safetensors"
-    disc_path = out_dir / "discriminator.safetensors"
-    save_model(gen_path, G, G.config())
-    save_model(disc_path, D, D.config())
-    return TrainGanResult(
-        gen_path, disc_path, result.metrics_path, result.step, result.resumed_from
+    G.eval()
+    D.eval()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gen_path = out_dir / GENERATOR_FILE
+    disc_path = out_dir / DISCRIMINATOR_FILE
+    save_model(gen_path, copy.deepcopy(G).cpu(), G.config())
+    save_model(disc_path, copy.deepcopy(D).cpu(), D.config())
+    # Wall-clock times vary between identical runs; the artifact keeps the rest.
+    records = [
+        {k: v for k, v in r.items() if k != "wall_s"} for r in read_metrics(result.metrics_path)
+    ]
+    metrics_path = out_dir / METRICS_FILE
+    write_text_atomic(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    curves_path = out_dir / CURVES_FILE
+    write_bytes_atomic(
+        curves_path,
+        training_curves_png(records, CURVE_PANELS, title="train_gan: training curves", columns=4),
     )
+    samples_path = None
+    if cfg.n_samples > 0:
+        samples_path = out_dir / SAMPLES_FILE
+        write_samples(samples_path, G, cfg, camera, seed)
+    return TrainGanResult(
+        gen_path,
+        disc_path,
+        metrics_path,
+        curves_path,
+        samples_path,
+        run_dir,
+        result.step,
+        result.resumed_from,
+        G,
+    )
+
+
+def write_samples(
+    path: str | Path, G: Generator, cfg: TrainGanConfig, camera: GanCamera, seed: int
+) -> None:
+    """samples.png: ``n_samples`` codes (rows) x ``n_views`` evenly spaced azimuths (columns).
+
+    The codes come from a stream of their own (seeded ``seed + 1``), so the figure
+    shows the same codes whatever happened in training.
+    """
+    fig_rng = torch.Generator().manual_seed(seed + 1)
+    z = G.sample_z(cfg.n_samples, fig_rng)
+    azimuth_deg = evenly_spaced_azimuths(cfg.n_views, cfg.azimuth_range_deg)
+    sil, _ = render_views(G, z, azimuth_deg, camera, raster_settings(cfg, camera))
+    write_bytes_atomic(
+        path,
+        image_grid_png(
+            sil[:, :, 0].cpu(),
+            col_labels=[f"{float(a):.0f}°" for a in azimuth_deg],
+            row_labels=[f"z{i}" for i in range(cfg.n_samples)],
+        ),
+    )
+
+
+def last_losses(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The newest value of every ``loss/*`` key in metrics records (keys without the prefix)."""
+    out: dict[str, float] = {}
+    for r in records:
+        for k, v in r.items():
+            if k.startswith("loss/") and isinstance(v, int | float):
+                out[k[5:]] = float(v)
+    return out

@@ -24,7 +24,8 @@ module holds what every representation shares:
 Representations register in :data:`BACKENDS` (a name -> lazy loader of a
 :class:`Backend`); :func:`train_recon` and :func:`load_reconstructor` dispatch on
 ``settings.representation`` / the saved config. ``mesh`` (URA) lives in
-:mod:`poseless.train.recon_mesh`.
+:mod:`poseless.train.recon_mesh`, ``sdf`` (ShapeClipper, ``poseless``) in
+:mod:`poseless.train.recon_sdf`.
 
 Randomness: the weights are initialised from ``torch.manual_seed(seed)``; batch
 indices, random azimuths and gradient-penalty weights come from one CPU
@@ -157,6 +158,13 @@ class ReconData:
     """(N,) float64 elevation of the renders (gt: manifest; else ``settings.elevation_deg``)."""
     camera: Camera | None
     """Dataset camera (None only for representations that do not need it)."""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """RGB the prepared images are composited on (``meta.json`` ``background``)."""
+    neighbours: Any = None
+    """kNN table of the training rows (:class:`poseless.train.ssc.NeighbourTable`), if used."""
+    normals: Any = None
+    """Camera-frame normal maps of the training rows
+    (:class:`poseless.train.recon_sdf.NormalMaps`), if used."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -193,6 +201,8 @@ def load_recon_data(
     poses: str | Path | None = None,
     split: str = "train",
     needs_camera: bool = True,
+    knn: str | Path | None = None,
+    normals: str | Path | None = None,
 ) -> ReconData:
     """Load ``split`` of a prepared dataset for training ``settings``.
 
@@ -202,14 +212,17 @@ def load_recon_data(
         poses: the ``predict_poses`` parquet; required when the experiment uses
             pseudo poses, ignored otherwise.
         split: which split to train on (the stage always uses "train").
-        needs_camera: fail when ``meta.json`` has no camera (mesh: yes).
+        needs_camera: fail when ``meta.json`` has no camera (mesh: yes); otherwise the
+            camera is read when recorded and left None when not.
+        knn: the ``build_knn`` folder; required when the experiment uses SSC.
+        normals: the ``estimate_normals`` folder; required when it uses normals.
     Raises:
         DatasetError / FileNotFoundError / PoselessError: naming the file or argument.
     """
     ids = dataset.ids(split)
     if not ids:
         raise DatasetError(f"{dataset.root}: no items in split {split!r}")
-    camera = dataset_camera(dataset) if needs_camera else None
+    camera = dataset_camera(dataset) if needs_camera or "camera" in dataset.meta else None
     rows = dataset.manifest.set_index("id").loc[ids]
     elevation = np.full(len(ids), float(settings.elevation_deg))
     azimuth = None
@@ -236,13 +249,37 @@ def load_recon_data(
         batch = dataset.load(ids[start : start + LOAD_CHUNK])
         images.append(batch.images.mul(255.0).round_().to(torch.uint8))
         masks.append(batch.masks.mul(255.0).round_().to(torch.uint8))
+    masks_t = torch.cat(masks)
+    table = maps = None
+    if settings.uses_knn:
+        if knn is None:
+            raise PoselessError(
+                "--knn: the experiment uses semantic shape consistency; give the build_knn "
+                "folder (data/features/knn)"
+            )
+        from poseless.train.ssc import read_knn_table
+
+        table = read_knn_table(knn, ids, masks_t)
+    if settings.uses_normals:
+        if normals is None:
+            raise PoselessError(
+                "--normals: the experiment uses normal losses; give the estimate_normals "
+                "folder (data/features/normals)"
+            )
+        from poseless.train.recon_sdf import read_normal_maps
+
+        maps = read_normal_maps(normals, ids, tuple(masks_t.shape[-2:]))
+    background = tuple(float(c) for c in dataset.meta.get("background", (1.0, 1.0, 1.0)))
     return ReconData(
         ids=tuple(ids),
         images=torch.cat(images),
-        masks=torch.cat(masks),
+        masks=masks_t,
         azimuth_deg=azimuth,
         elevation_deg=elevation,
         camera=camera,
+        background=background,
+        neighbours=table,
+        normals=maps,
     )
 
 
@@ -436,7 +473,13 @@ def _mesh_backend() -> Backend:
     return Backend(recon_mesh.train_mesh_recon, recon_mesh.load_mesh_reconstructor, True)
 
 
-BACKENDS: dict[str, Callable[[], Backend]] = {"mesh": _mesh_backend}
+def _sdf_backend() -> Backend:
+    from poseless.train import recon_sdf
+
+    return Backend(recon_sdf.train_sdf_recon, recon_sdf.load_sdf_reconstructor, False)
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {"mesh": _mesh_backend, "sdf": _sdf_backend}
 """Representation name -> lazy loader of its :class:`Backend` (imports on first use)."""
 
 

@@ -1,0 +1,73 @@
+rule train_gan:
+    input:
+        dataset="data/prepared",
+        params=params_stamp("train_gan"),
+        code=code_deps("train_gan"),
+    output:
+        gan=directory("data/gan"),
+        metrics="data/metrics/train_gan.json",
+    params:
+        sections=stage_params("train_gan"),
+    log:
+        "logs/train_gan.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+        gpu=gpus("train_gan"),
+    shell:
+        stage_cmd(
+            "train_gan",
+            "--dataset {input.dataset} --out {output.gan} --metrics {output.metrics}"
+            " --resume-dir data/.resume/train_gan 2> {log}",
+        )
+
+
+rule train_pose:
+    input:
+        gan="data/gan",
+        dataset="data/prepared",
+        params=params_stamp("train_pose"),
+        code=code_deps("train_pose"),
+    output:
+        directory("data/pose"),
+    params:
+        sections=stage_params("train_pose"),
+    log:
+        "logs/train_pose.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=720,
+        gpu=gpus("train_pose"),
+    shell:
+        stage_cmd(
+            "train_pose",
+            "--gan {input.gan} --dataset {input.dataset} --out {output}"
+            " --resume-dir data/.resume/train_pose 2> {log}",
+        )
+
+
+rule predict_poses:
+    input:
+        pose="data/pose",
+        dataset="data/prepared",
+        params=params_stamp("predict_poses"),
+        code=code_deps("predict_poses"),
+    output:
+        poses=directory("data/poses"),
+        metrics="data/metrics/predict_poses.json",
+    params:
+        sections=stage_params("predict_poses"),
+    log:
+        "logs/predict_poses.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        stage_cmd(
+            "predict_poses",
+            "--pose {input.pose} --dataset {input.dataset} --out {output.poses}"
+            " --metrics {output.metrics} 2> {log}",
+        )
