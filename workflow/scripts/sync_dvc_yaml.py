@@ -5,8 +5,8 @@ rule: same name, command, deps, params and outs. Rather than keeping two
 hand-written files in step, this script builds the Snakemake DAG of the default
 run (params.yaml, every job forced) and renders one DVC stage per job:
 
-* name: the rule name; jobs with wildcards become ``rule@value`` entries of a
-  DVC ``foreach`` over the wildcard values (DVC's own naming);
+* name: the rule name; a job with wildcards becomes the stage ``rule-values``
+  (``train_recon-ura-seed0``);
 * cmd: the job's shell command (with ``--params params.yaml``);
 * deps: the job's inputs (data and the code files the stage imports);
 * params: the params sections the stage script declares in ``PARAMS``;
@@ -104,24 +104,20 @@ def render(jobs: list) -> str:
             stage.update(_outs(job["outs"]))
             stages[rule] = stage
             continue
-        # Wildcard jobs: a foreach over explicit per-item values, so that each
-        # item carries exactly its own deps (e.g. only SSC experiments depend on kNN).
-        items = {}
+        # Wildcard jobs: one stage each, named rule-values (e.g. train_recon-ura-seed0),
+        # so that each carries exactly its own deps (only SSC experiments depend on
+        # the kNN table). DVC cannot interpolate lists in a foreach template, and '@'
+        # is reserved for foreach entries, hence explicit stages.
         for job in rule_jobs:
-            key = "-".join(str(v) for v in job["wildcards"].values())
-            item = {"cmd": job["cmd"], "deps": job["deps"]}
+            key = "-".join(
+                f"seed{v}" if k == "seed" else str(v) for k, v in job["wildcards"].items()
+            )
+            stage = {"cmd": job["cmd"], "deps": job["deps"]}
             if job["sections"]:
-                item["params"] = job["sections"]
-            item.update(_outs(job["outs"]))
-            items[key] = item
-        stages[rule] = {"foreach": items, "do": _foreach_template(items)}
+                stage["params"] = job["sections"]
+            stage.update(_outs(job["outs"]))
+            stages[f"{rule}-{key}"] = stage
     return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=100)
-
-
-def _foreach_template(items: dict) -> dict:
-    """A ``do`` block reading every field from the item (lists interpolate whole)."""
-    first = next(iter(items.values()))
-    return {k: f"${{item.{k}}}" for k in first}
 
 
 def main(argv=None) -> int:
