@@ -32,14 +32,14 @@ system-deps:  ## Debian packages the tests use (headless Chromium for the report
 	  else echo "note: install Debian's chromium (sudo apt-get install chromium) for the report browser test"; fi; }
 
 test: setup system-deps  ## quick start 2: lint + the whole test suite (what CI runs)
-	ruff check src stages tests benchmarks
+	ruff check src stages tests benchmarks workflow/scripts
 	pytest -q
 
 test-fast: setup  ## tests without the slow ones
 	pytest -q -m "not slow"
 
 lint: setup  ## ruff, snakefmt and snakemake --lint
-	ruff check src stages tests benchmarks
+	ruff check src stages tests benchmarks workflow/scripts
 	ruff format --check src stages tests benchmarks
 	snakefmt --check Snakefile workflow/rules
 	snakemake --lint

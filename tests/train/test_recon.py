@@ -189,8 +189,8 @@ def test_resume_dir_must_lie_outside_the_output(tmp_path):
 
 def test_backends_and_loader_errors(tmp_path):
     assert "mesh" in BACKENDS and get_backend("mesh").needs_camera
-    with pytest.raises(ValueError, match=r"representation 'sdf' has no trainer here"):
-        get_backend("sdf")
+    with pytest.raises(ValueError, match=r"representation 'voxels' has no trainer here"):
+        get_backend("voxels")
     with pytest.raises(CheckpointError, match="model.json: not found"):
         load_reconstructor(tmp_path)
     (tmp_path / "model.json").write_text(json.dumps({"config": {"model": {}}}))

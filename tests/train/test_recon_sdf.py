@@ -13,8 +13,8 @@ from poseless.data.prepare import write_prepared
 from poseless.data.prepared import DatasetError, PreparedDataset
 from poseless.data.raw import RawItem
 from poseless.errors import PoselessError
-from poseless.geometry.rotations import kato_to_shapeclipper, shapeclipper_extrinsics
 from poseless.geometry.cameras import kato_extrinsics
+from poseless.geometry.rotations import kato_to_shapeclipper, shapeclipper_extrinsics
 from poseless.train.metrics_log import read_metrics
 from poseless.train.recon import load_recon_data, load_reconstructor, train_recon
 from poseless.train.recon_sdf import (
@@ -114,9 +114,9 @@ def inputs(tmp_path_factory):
     (root / "normals").mkdir()
     np.save(root / "normals" / "normals.npy", normals[::-1].copy())
     (root / "normals" / "ids.txt").write_text("\n".join(ids[::-1]) + "\n")
-    pd.DataFrame({"id": ids, "azimuth_deg": [(37.0 * k) % 360 for k in range(len(ids))]}).to_parquet(
-        root / "poses.parquet"
-    )
+    pd.DataFrame(
+        {"id": ids, "azimuth_deg": [(37.0 * k) % 360 for k in range(len(ids))]}
+    ).to_parquet(root / "poses.parquet")
     return root, ds
 
 
@@ -127,7 +127,12 @@ def settings(name: str, **experiment):
 def load(inputs, s):
     root, ds = inputs
     return load_recon_data(
-        ds, s, root / "poses.parquet", needs_camera=False, knn=root / "knn", normals=root / "normals"
+        ds,
+        s,
+        root / "poses.parquet",
+        needs_camera=False,
+        knn=root / "knn",
+        normals=root / "normals",
     )
 
 
@@ -188,7 +193,9 @@ def test_each_experiment_trains_saves_and_predicts(inputs, tmp_path, name):
         assert np.abs(vertices).max() <= 0.6 + 1e-5
     assert pred.azimuth_deg.shape == (2,) and pred.R.shape == (2, 3, 3)
     assert ((pred.azimuth_deg >= 0) & (pred.azimuth_deg < 360)).all()
-    np.testing.assert_allclose(pred.R @ pred.R.transpose(0, 2, 1), np.eye(3)[None].repeat(2, 0), atol=1e-5)
+    np.testing.assert_allclose(
+        pred.R @ pred.R.transpose(0, 2, 1), np.eye(3)[None].repeat(2, 0), atol=1e-5
+    )
 
 
 def test_resume_after_kill_is_bitwise_equal(inputs, tmp_path):

@@ -58,3 +58,14 @@ def test_tiny_workflow_end_to_end(workflow_copy):
     # nothing left to do afterwards
     proc = run_snakemake(workflow_copy, "--configfile", "config/tiny.yaml", "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_workflow_files_are_snakefmt_formatted():
+    snakefmt = str(Path(sys.executable).with_name("snakefmt"))
+    proc = subprocess.run(
+        [snakefmt, "--check", "Snakefile", "workflow/rules"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -11,7 +11,11 @@ ROOT = Path(workflow.basedir)
 # Snakemake merges --configfile over the configfile directive; the stages read one
 # file with the dataclass defaults, so the rules use that same resolved view.
 PARAMS_FILE = os.path.relpath(
-    workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else ROOT / "params.yaml",
+    (
+        workflow.overwrite_configfiles[-1]
+        if workflow.overwrite_configfiles
+        else ROOT / "params.yaml"
+    ),
     ROOT,
 )
 PARAMS = load_params(ROOT / PARAMS_FILE)
@@ -69,7 +73,11 @@ def _module_file(module):
 
 def _imported_modules(path):
     tree = ast.parse(path.read_text())
-    package = path.relative_to(ROOT / "src").with_suffix("").parts if "src" in path.parts else ()
+    package = (
+        path.relative_to(ROOT / "src").with_suffix("").parts
+        if "src" in path.parts
+        else ()
+    )
     if package and package[-1] == "__init__":
         package = package[:-1]
     elif package:
@@ -114,7 +122,13 @@ def stage_cmd(name, args):
 
 
 # Stages that use a GPU when one is there; the SLURM profile requests one for them.
-GPU_STAGES = ("embed_images", "estimate_normals", "train_gan", "train_pose", "train_recon")
+GPU_STAGES = (
+    "embed_images",
+    "estimate_normals",
+    "train_gan",
+    "train_pose",
+    "train_recon",
+)
 
 
 def gpus(name):
@@ -131,14 +145,22 @@ RECON_SETTINGS = {exp: RECON.resolve(exp) for exp in RECON.run}
 
 def _recon_section_values(exp):
     """The params keys an experiment's result depends on (finer than the whole section)."""
-    values = {"seed": RESOLVED["seed"], "train_recon.common": RESOLVED["train_recon"]["common"]}
+    values = {
+        "seed": RESOLVED["seed"],
+        "train_recon.common": RESOLVED["train_recon"]["common"],
+    }
     if exp in RESOLVED["train_recon"]["experiments"]:
-        values[f"train_recon.experiments.{exp}"] = RESOLVED["train_recon"]["experiments"][exp]
+        values[f"train_recon.experiments.{exp}"] = RESOLVED["train_recon"][
+            "experiments"
+        ][exp]
     return values
 
 
 for _exp in RECON.run:
-    params_stamp(f"train_recon/{_exp}", key=to_dict(RECON_SETTINGS[_exp]) | {"seed": RESOLVED["seed"]})
+    params_stamp(
+        f"train_recon/{_exp}",
+        key=to_dict(RECON_SETTINGS[_exp]) | {"seed": RESOLVED["seed"]},
+    )
 
 
 def recon_inputs(wildcards):
@@ -208,7 +230,7 @@ def report_extra_args(wildcards):
 
 
 def get_final_outputs():
-    """What `rule all` asks for: the report (and through it every stage of the run)."""
+    """The targets of the default `all`, i.e. the report (and through it every stage)."""
     return ["data/report"] + [
         f"data/metrics/evaluate/{exp}-seed{seed}.json" for exp, seed in RECON_RUNS
     ]

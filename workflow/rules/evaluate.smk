@@ -7,14 +7,16 @@ rule evaluate:
     output:
         evaluation=directory("data/eval/{exp}/seed{seed}"),
         metrics="data/metrics/evaluate/{exp}-seed{seed}.json",
-    params:
-        sections=stage_params("evaluate"),
     log:
         "logs/evaluate/{exp}-seed{seed}.log",
+    conda:
+        "../envs/poseless.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=120,
+    params:
+        sections=stage_params("evaluate"),
     shell:
         stage_cmd(
             "evaluate",
@@ -28,15 +30,17 @@ rule report:
         unpack(report_inputs),
     output:
         directory("data/report"),
-    params:
-        sections=stage_params("report"),
-        extra=report_extra_args,
     log:
         "logs/report.log",
+    conda:
+        "../envs/poseless.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        sections=stage_params("report"),
+        extra=report_extra_args,
     shell:
         stage_cmd(
             "report",

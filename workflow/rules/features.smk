@@ -5,15 +5,17 @@ rule embed_images:
         code=code_deps("embed_images"),
     output:
         directory("data/features/embeddings"),
-    params:
-        sections=stage_params("embed_images"),
     log:
         "logs/embed_images.log",
+    conda:
+        "../envs/poseless.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=gpus("embed_images"),
+    params:
+        sections=stage_params("embed_images"),
     shell:
         stage_cmd("embed_images", "--dataset {input.dataset} --out {output} 2> {log}")
 
@@ -26,14 +28,16 @@ rule build_knn:
         code=code_deps("build_knn"),
     output:
         directory("data/features/knn"),
-    params:
-        sections=stage_params("build_knn"),
     log:
         "logs/build_knn.log",
+    conda:
+        "../envs/poseless.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
+    params:
+        sections=stage_params("build_knn"),
     shell:
         stage_cmd(
             "build_knn",
@@ -48,14 +52,18 @@ rule estimate_normals:
         code=code_deps("estimate_normals"),
     output:
         directory("data/features/normals"),
-    params:
-        sections=stage_params("estimate_normals"),
     log:
         "logs/estimate_normals.log",
+    conda:
+        "../envs/poseless.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=gpus("estimate_normals"),
+    params:
+        sections=stage_params("estimate_normals"),
     shell:
-        stage_cmd("estimate_normals", "--dataset {input.dataset} --out {output} 2> {log}")
+        stage_cmd(
+            "estimate_normals", "--dataset {input.dataset} --out {output} 2> {log}"
+        )

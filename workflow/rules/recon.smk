@@ -3,16 +3,18 @@ rule train_recon:
         unpack(recon_inputs),
     output:
         directory("data/recon/{exp}/seed{seed}"),
-    params:
-        sections=recon_sections,
-        extra=recon_extra_args,
     log:
         "logs/train_recon/{exp}-seed{seed}.log",
+    conda:
+        "../envs/poseless.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=720,
         gpu=gpus("train_recon"),
+    params:
+        sections=recon_sections,
+        extra=recon_extra_args,
     shell:
         stage_cmd(
             "train_recon",

@@ -6,15 +6,17 @@ rule train_gan:
     output:
         gan=directory("data/gan"),
         metrics="data/metrics/train_gan.json",
-    params:
-        sections=stage_params("train_gan"),
     log:
         "logs/train_gan.log",
+    conda:
+        "../envs/poseless.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=1440,
         gpu=gpus("train_gan"),
+    params:
+        sections=stage_params("train_gan"),
     shell:
         stage_cmd(
             "train_gan",
@@ -31,15 +33,17 @@ rule train_pose:
         code=code_deps("train_pose"),
     output:
         directory("data/pose"),
-    params:
-        sections=stage_params("train_pose"),
     log:
         "logs/train_pose.log",
+    conda:
+        "../envs/poseless.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=720,
         gpu=gpus("train_pose"),
+    params:
+        sections=stage_params("train_pose"),
     shell:
         stage_cmd(
             "train_pose",
@@ -57,14 +61,16 @@ rule predict_poses:
     output:
         poses=directory("data/poses"),
         metrics="data/metrics/predict_poses.json",
-    params:
-        sections=stage_params("predict_poses"),
     log:
         "logs/predict_poses.log",
+    conda:
+        "../envs/poseless.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        sections=stage_params("predict_poses"),
     shell:
         stage_cmd(
             "predict_poses",

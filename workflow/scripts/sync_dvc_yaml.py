@@ -68,7 +68,9 @@ def snakemake_jobs(configfile: str = "params.yaml") -> list:
                     "wildcards": dict(job.wildcards),
                     "cmd": job.format_wildcards(job.rule.shellcmd),
                     # params stamps are Snakemake's view of `params:`; DVC tracks params natively
-                    "deps": sorted(str(f) for f in job.input if not str(f).startswith("data/params/")),
+                    "deps": sorted(
+                        str(f) for f in job.input if not str(f).startswith("data/params/")
+                    ),
                     "outs": sorted(str(f) for f in job.output),
                     "sections": list(job.params.get("sections", {}) or {}),
                     "order": order[job.rule.name],

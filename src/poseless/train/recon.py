@@ -222,7 +222,8 @@ def load_recon_data(
     ids = dataset.ids(split)
     if not ids:
         raise DatasetError(f"{dataset.root}: no items in split {split!r}")
-    camera = dataset_camera(dataset) if needs_camera or "camera" in dataset.meta else None
+    recorded = dataset.meta.get("camera") is not None
+    camera = dataset_camera(dataset) if needs_camera or recorded else None
     rows = dataset.manifest.set_index("id").loc[ids]
     elevation = np.full(len(ids), float(settings.elevation_deg))
     azimuth = None

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,7 @@ from poseless.train.recon import (
     write_render_sheet,
 )
 from poseless.train.recon_mesh import is_adversarial_step, view_adversarial_loss, view_critic_loss
-from poseless.train.ssc import sample_neighbours
+from poseless.train.ssc import sample_neighbours, swap_codes
 
 NORMALS_FILE = "normals.npy"
 """Normal maps inside the ``estimate_normals`` folder: (N, 3, H, W) float16, camera frame."""
@@ -573,11 +574,11 @@ def train_sdf_recon(
             nb_vp = used_viewpoint(vp_all.select(slice(n_main, n_main + k)), nb_idx, main_step)
             R_nb, t_nb = nb_vp.extrinsics(camera.distance)
             pix_nb = sample_pixels(nb_masks, s.rays_per_image, s.ray_offset, generator=rng)
-            sel_dev = sel.to(device)
+            nb_shape, nb_color = swap_codes(shape, color, n_main, sel)
             out_nb = render_pixels(
                 model,
-                shape[:n_main][sel_dev],  # the input's shape code ...
-                color[n_main:],  # ... with the neighbour's colour code and pose
+                nb_shape,  # the input's shape code with the neighbour's colour code and pose
+                nb_color,
                 R_nb,
                 t_nb,
                 pix_nb,
@@ -618,7 +619,10 @@ def train_sdf_recon(
             return sphere_step(step)
         return main_step_fn(step - s.sphere_iterations)
 
-    result = loop.run(step_fn)
+    with warnings.catch_warnings():
+        # D2's scheduler counts every step, also the pre-training ones in which D2 does not step.
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+        result = loop.run(step_fn)
     model.eval()
     config = model_config(model, settings, data, encoder_info)
     model_path = out_dir / MODEL_FILE

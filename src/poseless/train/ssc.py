@@ -165,3 +165,25 @@ def sample_neighbours(
     slot = torch.multinomial(safe, 1, generator=generator)[:, 0]
     rows = table.index[idx].gather(1, slot[:, None])[:, 0]
     return torch.where(has, rows, torch.zeros_like(rows)), has
+
+
+def swap_codes(
+    shape: torch.Tensor, color: torch.Tensor, n_inputs: int, selected: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes of the neighbour renders (the SSC code swap).
+
+    The encoder ran on ``cat([inputs (n_inputs), neighbours of the selected inputs (K)])``.
+
+    Args:
+        shape, color: (n_inputs + K, C) codes in that order.
+        selected: (K,) long input rows that have a neighbour, in neighbour order.
+    Returns:
+        shape codes (K, C) of the **inputs** and colour codes (K, C) of the **neighbours**.
+    """
+    k = shape.shape[0] - n_inputs
+    if selected.shape != (k,) or color.shape[0] != shape.shape[0]:
+        raise ValueError(
+            f"swap_codes: {shape.shape[0]} codes for {n_inputs} inputs need {k} selected rows, "
+            f"got selected {tuple(selected.shape)} and {color.shape[0]} colour codes"
+        )
+    return shape[:n_inputs][selected.to(shape.device)], color[n_inputs:]
