@@ -19,7 +19,7 @@ import time
 import torch
 
 from poseless.config import TrainGanConfig
-from poseless.train.gan import GanCamera, train_gan
+from poseless.train.gan import LookAtCamera, train_gan
 from poseless.utils import select_device
 
 
@@ -55,7 +55,7 @@ def main() -> None:
         progress=False,
         n_samples=0,
     )
-    camera = GanCamera(30.0, 2.732, 30.0)
+    camera = LookAtCamera(30.0, 2.732, 30.0)
     with tempfile.TemporaryDirectory() as tmp:
         out, resume = f"{tmp}/out", f"{tmp}/resume"
         kw = {"seed": 0, "camera": camera, "device": device}

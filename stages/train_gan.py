@@ -18,11 +18,11 @@ import shutil
 from poseless.cli import run_stage, stage_parser, write_provenance
 from poseless.config import load_params, to_dict
 from poseless.data.prepared import PreparedDataset
+from poseless.geometry.cameras import resolve_render_camera
 from poseless.train.gan import (
     last_losses,
     load_train_masks,
     raster_settings,
-    resolve_camera,
     train_gan,
 )
 from poseless.train.gan_health import evaluate_gan_health, raise_if_unhealthy
@@ -50,7 +50,7 @@ def main(argv=None, step_hook=None):
     seed_everything(params.seed)
     dataset = PreparedDataset(args.dataset)
     masks = load_train_masks(dataset, cfg.image_size)
-    camera = resolve_camera(cfg, dataset.meta)
+    camera = resolve_render_camera(cfg, dataset.meta)
     with atomic_path(args.out) as tmp:
         result = train_gan(
             masks,

@@ -19,11 +19,11 @@ from pathlib import Path
 from poseless.cli import run_stage, stage_parser, write_provenance
 from poseless.config import load_params
 from poseless.data.prepared import DatasetError
+from poseless.geometry.cameras import resolve_render_camera
 from poseless.train.pose import (
     gan_camera_mismatch,
     generator_fingerprint,
     load_generator,
-    resolve_camera,
     train_pose,
 )
 from poseless.utils import atomic_path, select_device
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None, step_hook=None) -> None:
     meta_path = Path(args.dataset) / "meta.json"
     if not meta_path.is_file():
         raise DatasetError(f"{meta_path}: missing; run the prepare_data stage first")
-    camera = resolve_camera(cfg, json.loads(meta_path.read_text()))
+    camera = resolve_render_camera(cfg, json.loads(meta_path.read_text()))
     mismatch = gan_camera_mismatch(args.gan, camera)
     if mismatch:
         logging.getLogger(STAGE).warning(mismatch)

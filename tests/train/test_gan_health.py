@@ -13,7 +13,7 @@ from poseless.evaluate.metrics import mask_iou
 from poseless.geometry.cameras import kato_extrinsics
 from poseless.models.mesh_decoder import Generator
 from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
-from poseless.train.gan import GanCamera
+from poseless.train.gan import LookAtCamera
 from poseless.train.gan_health import (
     FEATURE_NAMES,
     HealthCheck,
@@ -32,7 +32,7 @@ from poseless.train.gan_health import (
     total_variation,
 )
 
-CAMERA = GanCamera(30.0, 2.732, 30.0)
+CAMERA = LookAtCamera(30.0, 2.732, 30.0)
 RASTER = SoftRasterSettings(image_size=32)
 HEALTH = GanHealthConfig(n_codes=6, n_azimuths=4, n_real=24)
 

@@ -9,15 +9,14 @@ import torch
 import poseless.train.gan as gan
 from poseless.config import ConfigError, Params, TrainGanConfig, from_dict
 from poseless.errors import PoselessError
+from poseless.geometry.cameras import LookAtCamera, resolve_render_camera
 from poseless.models.discriminator import SilhouetteDiscriminator
 from poseless.models.mesh_decoder import Generator
 from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
 from poseless.train.checkpoint import list_checkpoints, load_model
 from poseless.train.gan import (
-    GanCamera,
     evenly_spaced_azimuths,
     render_views,
-    resolve_camera,
     train_gan,
     uniform_azimuths,
 )
@@ -34,7 +33,7 @@ TINY = TrainGanConfig(
     n_samples=2,
     n_views=3,
 )
-CAMERA = GanCamera(30.0, 2.732, 30.0)
+CAMERA = LookAtCamera(30.0, 2.732, 30.0)
 
 
 @pytest.fixture(autouse=True)
@@ -132,7 +131,7 @@ def test_resume_key_holds_what_changes_the_weights():
         assert gan.resume_key(cfg, 0, CAMERA, sha) == key
     assert gan.resume_key(dataclasses.replace(TINY, lr=2e-4), 0, CAMERA, sha) != key
     assert gan.resume_key(TINY, 1, CAMERA, sha) != key
-    assert gan.resume_key(TINY, 0, GanCamera(30.0, 3.0, 30.0), sha) != key
+    assert gan.resume_key(TINY, 0, LookAtCamera(30.0, 3.0, 30.0), sha) != key
     assert gan.masks_sha256(masks[:6]) != sha
     assert gan.masks_sha256((masks * 255).to(torch.uint8)) != sha
 
@@ -156,7 +155,7 @@ def test_config_reaches_the_renderer_and_camera(tmp_path, monkeypatch):
     cfg = dataclasses.replace(
         TINY, iterations=1, azimuth_range_deg=(90.0, 100.0), sigma=3e-4, n_samples=0
     )
-    camera = GanCamera(elevation_deg=10.0, distance=3.5, fov_deg=40.0)
+    camera = LookAtCamera(elevation_deg=10.0, distance=3.5, fov_deg=40.0)
     train_gan(
         random_masks(), cfg, tmp_path / "o", tmp_path / "r", seed=0, camera=camera, device="cpu"
     )
@@ -166,14 +165,14 @@ def test_config_reaches_the_renderer_and_camera(tmp_path, monkeypatch):
     assert seen["raster"] == {(32, 3e-4, 40.0)}
 
 
-def test_resolve_camera_prefers_the_dataset_camera():
+def test_resolve_render_camera_prefers_the_dataset_camera():
     meta = {"camera": {"fov_deg": 20.0, "distance": 3.0}}
-    assert resolve_camera(TINY, meta) == GanCamera(30.0, 3.0, 20.0)
-    assert resolve_camera(TINY, {"camera": None}) == GanCamera(30.0, 2.732, 30.0)
+    assert resolve_render_camera(TINY, meta) == LookAtCamera(30.0, 3.0, 20.0)
+    assert resolve_render_camera(TINY, {"camera": None}) == LookAtCamera(30.0, 2.732, 30.0)
     cfg = dataclasses.replace(TINY, camera="config", distance=4.0, elevation_deg=20.0)
-    assert resolve_camera(cfg, meta) == GanCamera(20.0, 4.0, 30.0)
+    assert resolve_render_camera(cfg, meta) == LookAtCamera(20.0, 4.0, 30.0)
     with pytest.raises(PoselessError, match="camera must hold distance and fov_deg"):
-        resolve_camera(TINY, {"camera": {"fov_deg": 20.0}})
+        resolve_render_camera(TINY, {"camera": {"fov_deg": 20.0}})
 
 
 def test_azimuth_samplers_stay_in_range():

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from poseless.config import TrainPoseConfig
 from poseless.errors import TrainingError
+from poseless.geometry.cameras import LookAtCamera, resolve_render_camera
 from poseless.models.mesh_decoder import Generator
 from poseless.models.pose_regressor import PoseRegressor, angle_error_deg
 from poseless.render.soft_raster import SoftRasterSettings
@@ -20,17 +21,15 @@ from poseless.train.checkpoint import list_checkpoints, save_model
 from poseless.train.metrics_log import read_metrics
 from poseless.train.pose import (
     ModelFileError,
-    PoseCamera,
     angle_loss,
     gan_camera_mismatch,
     load_generator,
     load_regressor,
-    resolve_camera,
     sample_renders,
     train_pose,
 )
 
-CAMERA = PoseCamera(30.0, 2.732, 30.0)
+CAMERA = LookAtCamera(30.0, 2.732, 30.0)
 TINY = TrainPoseConfig(
     iterations=6,
     batch_size=3,
@@ -106,12 +105,12 @@ def test_sample_renders_shapes_ranges_and_determinism():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-def test_resolve_camera_prefers_the_dataset_camera():
+def test_resolve_render_camera_prefers_the_dataset_camera():
     cfg = TrainPoseConfig(distance=3.0, fov_deg=40.0, elevation_deg=20.0)
     meta = {"camera": {"distance": 2.5, "fov_deg": 25.0}}
-    assert resolve_camera(cfg, meta) == PoseCamera(20.0, 2.5, 25.0)
-    assert resolve_camera(cfg, {"camera": None}) == PoseCamera(20.0, 3.0, 40.0)
-    assert resolve_camera(dataclasses.replace(cfg, camera="config"), meta) == PoseCamera(
+    assert resolve_render_camera(cfg, meta) == LookAtCamera(20.0, 2.5, 25.0)
+    assert resolve_render_camera(cfg, {"camera": None}) == LookAtCamera(20.0, 3.0, 40.0)
+    assert resolve_render_camera(dataclasses.replace(cfg, camera="config"), meta) == LookAtCamera(
         20.0, 3.0, 40.0
     )
 

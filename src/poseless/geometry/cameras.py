@@ -211,3 +211,38 @@ def normals_to_rgb(normals_chw: torch.Tensor, mask: torch.Tensor | None = None) 
     if mask is not None:
         rgb = rgb * mask + (1.0 - mask)
     return rgb.clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class LookAtCamera:
+    """A Kato look-at camera of training renders: fixed elevation, distance and FOV."""
+
+    elevation_deg: float
+    """Elevation in degrees."""
+    distance: float
+    """Distance of the eye from the origin."""
+    fov_deg: float
+    """Full field of view in degrees."""
+
+
+def resolve_render_camera(cfg, dataset_meta) -> LookAtCamera:
+    """The camera of a stage's renders.
+
+    ``cfg`` has ``camera`` ("dataset" | "config"), ``elevation_deg``, ``distance``
+    and ``fov_deg``. With "dataset", the prepared dataset's ``meta.json`` camera
+    (distance, fov_deg) is used when it records one; otherwise the config's. The
+    elevation always comes from the config (datasets record none).
+    """
+    from poseless.errors import PoselessError
+
+    camera = (dataset_meta or {}).get("camera") if cfg.camera == "dataset" else None
+    if camera:
+        try:
+            return LookAtCamera(
+                float(cfg.elevation_deg), float(camera["distance"]), float(camera["fov_deg"])
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PoselessError(
+                f"meta.json: camera must hold distance and fov_deg, got {camera!r}"
+            ) from exc
+    return LookAtCamera(float(cfg.elevation_deg), float(cfg.distance), float(cfg.fov_deg))

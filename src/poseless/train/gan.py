@@ -16,7 +16,7 @@ Adam with ``betas``, ``lr`` for both, multiplied by ``lr_gamma`` at each of
   recomputed every G step; ``adaptive_weight: false`` uses s = 1).
 
 The camera (distance, field of view) is the prepared dataset's when it records
-one and ``camera: dataset`` (:func:`resolve_camera`), else the config's.
+one and ``camera: dataset`` (:func:`resolve_render_camera`), else the config's.
 
 All randomness (real indices, z, azimuths, GP interpolation weights) comes from
 one CPU ``torch.Generator`` seeded with the stage seed and checkpointed by
@@ -43,7 +43,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +54,7 @@ from PIL import Image
 
 from poseless.config import TrainGanConfig
 from poseless.data.prepared import DatasetError, PreparedDataset
-from poseless.errors import PoselessError
-from poseless.geometry.cameras import kato_extrinsics
+from poseless.geometry.cameras import LookAtCamera, kato_extrinsics
 from poseless.geometry.mesh import MeshTopology, flatten_loss, laplacian_loss
 from poseless.losses.gan import adaptive_geometry_scale, critic_loss, generator_loss
 from poseless.models.discriminator import SilhouetteDiscriminator
@@ -105,36 +104,7 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 """Panels of curves.png: (title, metrics.jsonl keys)."""
 
 
-@dataclass(frozen=True)
-class GanCamera:
-    """The look-at camera of the fake renders (Kato convention)."""
-
-    elevation_deg: float
-    """Elevation in degrees."""
-    distance: float
-    """Distance of the eye from the origin."""
-    fov_deg: float
-    """Full field of view in degrees."""
-
-
-def resolve_camera(cfg: TrainGanConfig, dataset_meta: Mapping | None) -> GanCamera:
-    """The renders' camera: the prepared dataset's (``meta.json`` "camera": distance,
-    fov_deg) when ``cfg.camera == "dataset"`` and it records one, else the config's.
-    The elevation always comes from the config (the dataset records none)."""
-    camera = (dataset_meta or {}).get("camera") if cfg.camera == "dataset" else None
-    if camera:
-        try:
-            return GanCamera(
-                float(cfg.elevation_deg), float(camera["distance"]), float(camera["fov_deg"])
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PoselessError(
-                f"meta.json: camera must hold distance and fov_deg, got {camera!r}"
-            ) from exc
-    return GanCamera(float(cfg.elevation_deg), float(cfg.distance), float(cfg.fov_deg))
-
-
-def raster_settings(cfg: TrainGanConfig, camera: GanCamera) -> SoftRasterSettings:
+def raster_settings(cfg: TrainGanConfig, camera: LookAtCamera) -> SoftRasterSettings:
     """SoftRas settings of the fake renders (size and sigma from ``cfg``, fov from ``camera``)."""
     return SoftRasterSettings(image_size=cfg.image_size, sigma=cfg.sigma, fov_deg=camera.fov_deg)
 
@@ -159,7 +129,7 @@ def render_views(
     G: Generator,
     z: torch.Tensor,
     azimuth_deg: torch.Tensor,
-    camera: GanCamera,
+    camera: LookAtCamera,
     raster: SoftRasterSettings,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every code rendered at every azimuth (no graph).
@@ -193,7 +163,7 @@ def masks_sha256(masks: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def resume_key(cfg: TrainGanConfig, seed: int, camera: GanCamera, data_sha256: str) -> dict:
+def resume_key(cfg: TrainGanConfig, seed: int, camera: LookAtCamera, data_sha256: str) -> dict:
     """Everything that changes the trained weights (JSON); its hash names the resume folder."""
     keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_KEY}
     keep["camera_resolved"] = dataclasses.asdict(camera)
@@ -274,7 +244,7 @@ def train_gan(
     resume_dir: str | Path,
     *,
     seed: int,
-    camera: GanCamera,
+    camera: LookAtCamera,
     device: str | torch.device = "auto",
     step_hook: Callable[[int], None] | None = None,
 ) -> TrainGanResult:
@@ -291,7 +261,7 @@ def train_gan(
             uses the sub-folder named by the hash of :func:`resume_key` and deletes
             sibling sub-folders of other configs.
         seed: seeds the networks' initialisation and the data/noise stream.
-        camera: the fake renders' camera (:func:`resolve_camera`).
+        camera: the fake renders' camera (:func:`resolve_render_camera`).
         device: "auto", "cpu", "cuda", ... or a torch.device.
         step_hook: called with the step index before each iteration (tests use it
             to interrupt a run).
@@ -430,7 +400,7 @@ def train_gan(
 
 
 def write_samples(
-    path: str | Path, G: Generator, cfg: TrainGanConfig, camera: GanCamera, seed: int
+    path: str | Path, G: Generator, cfg: TrainGanConfig, camera: LookAtCamera, seed: int
 ) -> None:
     """samples.png: ``n_samples`` codes (rows) x ``n_views`` evenly spaced azimuths (columns).
 

@@ -47,9 +47,10 @@ import torch.nn.functional as F
 
 from poseless.config import GanHealthConfig
 from poseless.errors import TrainingError
+from poseless.geometry.cameras import LookAtCamera
 from poseless.models.mesh_decoder import Generator
 from poseless.render.soft_raster import SoftRasterSettings
-from poseless.train.gan import GanCamera, as_float_masks, evenly_spaced_azimuths, render_views
+from poseless.train.gan import as_float_masks, evenly_spaced_azimuths, render_views
 
 BOUND = 0.5
 """Vertices of the mesh decoder lie in [-BOUND, BOUND]^3."""
@@ -364,7 +365,7 @@ def evaluate_gan_health(
     real_masks: torch.Tensor,
     cfg: GanHealthConfig,
     *,
-    camera: GanCamera,
+    camera: LookAtCamera,
     raster: SoftRasterSettings,
     azimuth_range_deg: tuple[float, float],
     seed: int,

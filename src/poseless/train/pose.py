@@ -48,7 +48,7 @@ from PIL import Image
 
 from poseless.config import TrainPoseConfig
 from poseless.errors import PoselessError
-from poseless.geometry.cameras import kato_extrinsics
+from poseless.geometry.cameras import LookAtCamera, kato_extrinsics
 from poseless.models.mesh_decoder import Generator
 from poseless.models.pose_regressor import PoseRegressor, angle_error_deg
 from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
@@ -129,7 +129,7 @@ class RegressorInfo:
     """Constructor arguments of the :class:`PoseRegressor`."""
 
 
-def regressor_record(regressor: PoseRegressor, input_size: int, camera: PoseCamera) -> dict:
+def regressor_record(regressor: PoseRegressor, input_size: int, camera: LookAtCamera) -> dict:
     """The JSON sidecar config that rebuilds a regressor (see :class:`RegressorInfo`)."""
     return {
         "model": regressor.config(),
@@ -176,40 +176,11 @@ def angle_loss(pred_deg: torch.Tensor, target_deg: torch.Tensor) -> torch.Tensor
     return torch.atan2(torch.sin(d), torch.cos(d)).abs().mean()
 
 
-@dataclass(frozen=True)
-class PoseCamera:
-    """The look-at camera of the training renders (Kato convention)."""
-
-    elevation_deg: float
-    """Elevation in degrees."""
-    distance: float
-    """Distance of the eye from the origin."""
-    fov_deg: float
-    """Full field of view in degrees."""
-
-
-def resolve_camera(cfg: TrainPoseConfig, dataset_meta: Mapping | None) -> PoseCamera:
-    """The renders' camera: the prepared dataset's (``meta.json`` "camera") when
-    ``cfg.camera == "dataset"`` and it records one, else the config's distance/fov.
-    The elevation always comes from the config (the dataset records none)."""
-    camera = (dataset_meta or {}).get("camera") if cfg.camera == "dataset" else None
-    if camera:
-        try:
-            return PoseCamera(
-                float(cfg.elevation_deg), float(camera["distance"]), float(camera["fov_deg"])
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PoselessError(
-                f"meta.json: camera must hold distance and fov_deg, got {camera!r}"
-            ) from exc
-    return PoseCamera(float(cfg.elevation_deg), float(cfg.distance), float(cfg.fov_deg))
-
-
 def sample_renders(
     G: Generator,
     n: int,
     rng: torch.Generator,
-    camera: PoseCamera,
+    camera: LookAtCamera,
     raster: SoftRasterSettings,
     azimuth_range_deg: tuple[float, float] = (0.0, 360.0),
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,7 +208,7 @@ def sample_renders(
     return sil, azimuth_deg
 
 
-def gan_camera_mismatch(gan_dir: str | Path, camera: PoseCamera) -> str | None:
+def gan_camera_mismatch(gan_dir: str | Path, camera: LookAtCamera) -> str | None:
     """A warning when the GAN's recorded camera (``config.yaml`` extra.camera, written
     by the train_gan stage) differs from ``camera``; None when equal or not recorded.
 
@@ -292,7 +263,7 @@ class TrainPoseResult:
 
 
 def resume_key(
-    cfg: TrainPoseConfig, seed: int, camera: PoseCamera, generator_sha256: str
+    cfg: TrainPoseConfig, seed: int, camera: LookAtCamera, generator_sha256: str
 ) -> dict[str, Any]:
     """Everything that changes the trained weights (JSON); its hash names the resume folder."""
     keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _LOOP_ONLY}
@@ -309,7 +280,7 @@ def train_pose(
     resume_dir: str | Path,
     *,
     seed: int,
-    camera: PoseCamera,
+    camera: LookAtCamera,
     device: str | torch.device = "auto",
     generator_sha256: str = "",
     step_hook: Callable[[int], None] | None = None,
@@ -325,7 +296,7 @@ def train_pose(
             uses the sub-folder named by the hash of :func:`resume_key`, and
             deletes sibling sub-folders of older configs.
         seed: seeds the regressor's initialisation and the render stream.
-        camera: the renders' camera (:func:`resolve_camera`).
+        camera: the renders' camera (:func:`resolve_render_camera`).
         device: "auto", "cpu", "cuda", ... or a torch.device.
         generator_sha256: identity of G's weights (part of the resume key).
         step_hook: called with the step index before each iteration (tests use
