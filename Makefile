@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 SMK := snakemake --profile workflow/profiles/default --cores $(CORES)
 SMK_CONFIG := $(if $(filter params.yaml,$(PARAMS)),,--configfile $(PARAMS))
 
-.PHONY: help setup system-deps run test test-fast lint format dryrun schema dvc-yaml check-generated publish sync clean
+.PHONY: help setup system-deps run test test-fast lint format dryrun schema dvc-yaml clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
