@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +61,9 @@ from poseless.models.mesh_decoder import Generator
 from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
 from poseless.report.figures import image_grid_png, training_curves_png
 from poseless.train.checkpoint import save_model
-from poseless.train.loop import LoopSettings, TrainLoop
+from poseless.train.loop import keyed_loop
 from poseless.train.metrics_log import read_metrics
-from poseless.utils import select_device, stable_hash, write_bytes_atomic, write_text_atomic
+from poseless.utils import select_device, write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -270,26 +269,9 @@ def train_gan(
     _check_masks(masks, cfg.image_size)
     device = device if isinstance(device, torch.device) else select_device(device)
     key = resume_key(cfg, seed, camera, masks_sha256(masks))
-    run_dir = resume_dir / stable_hash(json.dumps(key, sort_keys=True))
-    if resume_dir.is_dir():
-        for stale in sorted(p for p in resume_dir.iterdir() if p.is_dir() and p != run_dir):
-            log.info("removing resume state of another config: %s", stale)
-            shutil.rmtree(stale, ignore_errors=True)
     masks = masks.to(device)
     n_real = masks.shape[0]
-    loop = TrainLoop(
-        run_dir,
-        LoopSettings(
-            max_steps=cfg.iterations,
-            log_every=cfg.log_every,
-            checkpoint_every=cfg.checkpoint_every,
-            keep_last=cfg.keep_last,
-            mixed_precision=cfg.mixed_precision,
-            progress=cfg.progress,
-        ),
-        config=key,
-        device=device,
-    )
+    loop = keyed_loop(resume_dir, key, cfg, device)
     torch.manual_seed(seed)
     G = Generator(cfg.z_dim, cfg.z_std, cfg.template_level).to(device)
     D = SilhouetteDiscriminator().to(device)
@@ -392,7 +374,7 @@ def train_gan(
         metrics_path,
         curves_path,
         samples_path,
-        run_dir,
+        loop.out_dir,
         result.step,
         result.resumed_from,
         G,

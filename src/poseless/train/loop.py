@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,7 +60,7 @@ from tqdm import tqdm
 from poseless.errors import TrainingError
 from poseless.train.checkpoint import CheckpointManager
 from poseless.train.metrics_log import MetricsLog
-from poseless.utils import select_device
+from poseless.utils import select_device, stable_hash
 
 StepFn = Callable[[int], Mapping[str, Any]]
 
@@ -299,3 +301,29 @@ class TrainLoop:
             metrics_path=self.metrics.path,
             last_losses=last_losses,
         )
+
+
+def keyed_loop(resume_dir: str | Path, key: Mapping, cfg: Any, device) -> TrainLoop:
+    """A :class:`TrainLoop` whose checkpoints live in ``resume_dir/<hash of key>``.
+
+    ``key`` identifies everything that makes a run resumable (config without
+    loop-only fields, seed, camera, input hashes): a changed input starts a fresh
+    run instead of refusing to resume, and the sub-folders of other keys are
+    deleted. ``cfg`` supplies the loop fields (``iterations``, ``log_every``,
+    ``checkpoint_every``, ``keep_last``, ``mixed_precision``, ``progress``).
+    """
+    resume_dir = Path(resume_dir)
+    run_dir = resume_dir / stable_hash(json.dumps(key, sort_keys=True))
+    if resume_dir.is_dir():
+        for stale in sorted(p for p in resume_dir.iterdir() if p.is_dir() and p != run_dir):
+            logging.getLogger(__name__).info("removing resume state of another config: %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    settings = LoopSettings(
+        max_steps=cfg.iterations,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        keep_last=cfg.keep_last,
+        mixed_precision=cfg.mixed_precision,
+        progress=cfg.progress,
+    )
+    return TrainLoop(run_dir, settings, config=key, device=device)

@@ -36,7 +36,6 @@ import io
 import json
 import logging
 import math
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +52,11 @@ from poseless.models.mesh_decoder import Generator
 from poseless.models.pose_regressor import PoseRegressor, angle_error_deg
 from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
 from poseless.train.checkpoint import CheckpointError, load_model, save_model
-from poseless.train.loop import LoopSettings, TrainLoop
+from poseless.train.loop import keyed_loop
 from poseless.train.metrics_log import read_metrics
 from poseless.utils import (
     file_sha256,
     select_device,
-    stable_hash,
     write_bytes_atomic,
     write_text_atomic,
 )
@@ -305,24 +303,7 @@ def train_pose(
     out_dir, resume_dir = Path(out_dir), Path(resume_dir)
     device = device if isinstance(device, torch.device) else select_device(device)
     key = resume_key(cfg, seed, camera, generator_sha256)
-    run_dir = resume_dir / stable_hash(json.dumps(key, sort_keys=True))
-    if resume_dir.is_dir():
-        for stale in sorted(p for p in resume_dir.iterdir() if p.is_dir() and p != run_dir):
-            log.info("removing resume state of another config: %s", stale)
-            shutil.rmtree(stale, ignore_errors=True)
-    loop = TrainLoop(
-        run_dir,
-        LoopSettings(
-            max_steps=cfg.iterations,
-            log_every=cfg.log_every,
-            checkpoint_every=cfg.checkpoint_every,
-            keep_last=cfg.keep_last,
-            mixed_precision=cfg.mixed_precision,
-            progress=cfg.progress,
-        ),
-        config=key,
-        device=device,
-    )
+    loop = keyed_loop(resume_dir, key, cfg, device)
     G = G.to(device).eval().requires_grad_(False)
     torch.manual_seed(seed)
     regressor = PoseRegressor(head=cfg.head).to(device)
@@ -380,7 +361,7 @@ def train_pose(
         write_samples_figure(samples_path, sil.cpu(), true_deg.cpu(), pred_deg.cpu())
     last = result.last_losses.get("error_deg", math.nan)
     return TrainPoseResult(
-        reg_path, metrics_path, samples_path, run_dir, result.step, result.resumed_from, last
+        reg_path, metrics_path, samples_path, loop.out_dir, result.step, result.resumed_from, last
     )
 
 
