@@ -154,3 +154,30 @@ class PreparedDataset:
                 return {k: z[k] for k in wanted}
         except (OSError, ValueError) as exc:
             raise DatasetError(f"{path}: cannot read ground truth: {exc}") from exc
+
+
+def read_id_table(path: str | Path, columns: tuple[str, ...], missing_hint: str) -> pd.DataFrame:
+    """Read a parquet table keyed by a unique ``id`` column (pose tables, kNN tables).
+
+    Args:
+        path: the parquet file.
+        columns: columns that must be present (``id`` among them).
+        missing_hint: what to do when the file is absent, e.g. "run build_knn first".
+    Raises:
+        FileNotFoundError: the file is absent (message: "<path>: <missing_hint>").
+        DatasetError: unreadable, missing columns or duplicate ids, naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {missing_hint}")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:
+        raise DatasetError(f"{path}: cannot read as parquet: {exc}") from exc
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DatasetError(f"{path}: columns missing: {missing}")
+    if table["id"].duplicated().any():
+        dup = table["id"][table["id"].duplicated()].iloc[0]
+        raise DatasetError(f"{path}: duplicate id {dup!r}")
+    return table

@@ -45,12 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 
 from poseless.config import ReconSettings, to_dict
-from poseless.data.prepared import DatasetError, PreparedDataset
+from poseless.data.prepared import DatasetError, PreparedDataset, read_id_table
 from poseless.errors import PoselessError
 from poseless.train.checkpoint import CheckpointError, sidecar_path
 from poseless.train.loop import LoopSettings, TrainLoop
@@ -116,18 +115,9 @@ def read_pseudo_poses(path: str | Path, ids: list[str]) -> np.ndarray:
         FileNotFoundError / DatasetError: naming the file and the problem.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pseudo-pose table not found; run predict_poses first")
-    try:
-        table = pd.read_parquet(path)
-    except Exception as exc:
-        raise DatasetError(f"{path}: cannot read as parquet: {exc}") from exc
-    missing_cols = [c for c in ("id", "azimuth_deg") if c not in table.columns]
-    if missing_cols:
-        raise DatasetError(f"{path}: columns missing: {missing_cols}")
-    if table["id"].duplicated().any():
-        dup = table["id"][table["id"].duplicated()].iloc[0]
-        raise DatasetError(f"{path}: duplicate id {dup!r}")
+    table = read_id_table(
+        path, ("id", "azimuth_deg"), "pseudo-pose table not found; run predict_poses first"
+    )
     by_id = table.set_index("id")["azimuth_deg"]
     absent = [i for i in ids if i not in by_id.index]
     if absent:

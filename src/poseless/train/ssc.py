@@ -26,10 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from poseless.data.prepared import DatasetError
+from poseless.data.prepared import DatasetError, read_id_table
 
 KNN_FILE = "neighbours.parquet"
 """The table inside the ``build_knn`` output folder."""
@@ -85,19 +84,9 @@ def read_knn_table(path: str | Path, ids: list[str] | tuple[str, ...], masks: to
     """
     path = Path(path)
     file = path / KNN_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: kNN table not found; run build_knn first (--knn)")
-    try:
-        table = pd.read_parquet(file)
-    except Exception as exc:
-        raise DatasetError(f"{file}: cannot read as parquet: {exc}") from exc
-    missing = [c for c in ("id", "neighbours") if c not in table.columns]
-    if missing:
-        raise DatasetError(f"{file}: columns missing: {missing}")
-    if table["id"].duplicated().any():
-        raise DatasetError(
-            f"{file}: duplicate id {table['id'][table['id'].duplicated()].iloc[0]!r}"
-        )
+    table = read_id_table(
+        file, ("id", "neighbours"), "kNN table not found; run build_knn first (--knn)"
+    )
     rows = {item: r for r, item in enumerate(ids)}
     by_id = dict(zip(table["id"], table["neighbours"]))
     absent = [i for i in ids if i not in by_id]
