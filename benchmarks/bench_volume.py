@@ -6,10 +6,18 @@ compositing, eikonal term on B*R uniform points plus one sample per ray, a loss
 on RGB / mask / normals / eikonal, and the backward pass into both MLPs, the
 codes and beta. Also the no-grad evaluation rendering (with normals).
 
-    .venv/bin/python benchmarks/bench_volume.py                 # CPU, 12x512 and smaller
-    .venv/bin/python benchmarks/bench_volume.py --device cuda   # GPU when present
+Two paths: ``new`` (the defaults: grad sdf from ``SDFNetwork.with_gradient``,
+the gradient written out as ordinary ops, and field evaluation in chunks of
+``chunk_points`` points) and ``old`` (``torch.autograd.grad(create_graph=True)``
+then double backward, all points at once; ``analytic_gradient=False``,
+``chunk_points=0``). Both compute the same values.
 
-Prints one JSON object per configuration and a small table.
+    .venv/bin/python benchmarks/bench_volume.py                      # CPU, both paths
+    .venv/bin/python benchmarks/bench_volume.py --threads 1 2 --paths new
+    .venv/bin/python benchmarks/bench_volume.py --device cuda        # GPU when present
+
+Prints one JSON object per configuration (with the 1-minute load average, since
+the CPU may be shared: repeat and take the best) and a small table.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 
 import torch
@@ -38,10 +47,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _setup(batch: int, rays: int, samples: int, device: torch.device, seed: int = 0):
+def render_settings(path: str, samples: int) -> VolumeRenderSettings:
+    """Settings of the ``new`` (defaults) or ``old`` (autograd, unchunked) path."""
+    if path == "new":
+        return VolumeRenderSettings(n_samples=samples)
+    if path == "old":
+        return VolumeRenderSettings(n_samples=samples, analytic_gradient=False, chunk_points=0)
+    raise ValueError(f"--paths: unknown path {path!r} (old or new)")
+
+
+def _setup(
+    batch: int, rays: int, samples: int, device: torch.device, seed: int = 0, path: str = "new"
+):
     torch.manual_seed(seed)
     field = SDFField(SDFFieldSettings()).to(device)
-    renderer = VolumeRenderer(VolumeRenderSettings(n_samples=samples)).to(device)
+    renderer = VolumeRenderer(render_settings(path, samples)).to(device)
     g = torch.Generator().manual_seed(seed)
     azimuth = torch.rand(batch, generator=g) * 2 * math.pi
     R, t = cameras.kato_extrinsics(azimuth, distance=5.0)
@@ -88,7 +108,12 @@ def train_step(field, renderer, origins, dirs, shape_code, color_code, targets, 
         F.mse_loss(out.rgb, target_rgb)
         + 0.5 * F.mse_loss(out.mask, target_mask)
         + 0.01 * (1 - (out.normals * target_n).sum(-1)).mean()
-        + 0.03 * eikonal_loss(field.sdf_fn(shape_code.detach()), eik_points)
+        + 0.03
+        * eikonal_loss(
+            field.sdf_fn(shape_code.detach()),
+            eik_points,
+            analytic=renderer.settings.analytic_gradient,
+        )
     )
     field.zero_grad(set_to_none=True)
     renderer.zero_grad(set_to_none=True)
@@ -96,38 +121,46 @@ def train_step(field, renderer, origins, dirs, shape_code, color_code, targets, 
     return float(loss.detach())
 
 
-def bench(batch, rays, samples, device, repeats, warmup):
+def bench(batch, rays, samples, device, repeats, warmup, path):
     field, renderer, origins, dirs, shape_code, color_code, targets = _setup(
-        batch, rays, samples, device
+        batch, rays, samples, device, path=path
     )
     generator = torch.Generator(device=device).manual_seed(0)
     for _ in range(warmup):
         train_step(field, renderer, origins, dirs, shape_code, color_code, targets, generator)
     _sync(device)
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         train_step(field, renderer, origins, dirs, shape_code, color_code, targets, generator)
         _sync(device)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     train_s = min(times)
+    eval_times = []
     with torch.no_grad():
         renderer.render_chunked(field.sdf_fn(shape_code), origins, dirs, field.color_fn(color_code))
-        _sync(device)
-        start = time.perf_counter()
-        renderer.render_chunked(field.sdf_fn(shape_code), origins, dirs, field.color_fn(color_code))
-        _sync(device)
-        eval_s = time.perf_counter() - start
+        for _ in range(max(1, repeats - 1)):
+            _sync(device)
+            start = time.perf_counter()
+            renderer.render_chunked(
+                field.sdf_fn(shape_code), origins, dirs, field.color_fn(color_code)
+            )
+            _sync(device)
+            eval_times.append(time.perf_counter() - start)
     n = batch * rays
     result = {
+        "path": path,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "batch": batch,
         "rays_per_image": rays,
         "samples": samples,
         "train_step_s": round(train_s, 4),
+        "train_step_cpu_s": round(min(cpu_times), 4),
         "train_rays_per_s": round(n / train_s, 1),
-        "eval_rays_per_s": round(n / eval_s, 1),
+        "eval_rays_per_s": round(n / min(eval_times), 1),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
     }
     if device.type == "cuda":
         result["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
@@ -140,29 +173,40 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--configs",
         nargs="+",
-        default=["12x512", "12x128", "4x128"],
-        help="BxR batch configurations (images x rays per image)",
+        default=["12x512", "12x128"],
+        help="BxR batch configurations (images x rays per image; ShapeClipper trains 12x512)",
+    )
+    parser.add_argument(
+        "--paths", nargs="+", default=["old", "new"], help="old (autograd) and/or new"
     )
     parser.add_argument("--samples", type=int, default=64, help="samples per ray")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps (best is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[0], help="torch CPU threads (0: default)"
+    )
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = select_device(args.device)
+    default_threads = torch.get_num_threads()
     rows = []
-    for config in args.configs:
-        batch, rays = (int(v) for v in config.lower().split("x"))
-        row = bench(batch, rays, args.samples, device, args.repeats, args.warmup)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    print(f"\n{'config':>8} {'step s':>8} {'train rays/s':>13} {'eval rays/s':>12}  ({device})")
+    for threads in args.threads:
+        torch.set_num_threads(threads or default_threads)
+        for config in args.configs:
+            batch, rays = (int(v) for v in config.lower().split("x"))
+            for path in args.paths:
+                row = bench(batch, rays, args.samples, device, args.repeats, args.warmup, path)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    print(
+        f"\n{'config':>8} {'path':>4} {'thr':>3} {'step s':>8} {'train rays/s':>13} "
+        f"{'eval rays/s':>12} {'load':>5}  ({device})"
+    )
     for row in rows:
         config = f"{row['batch']}x{row['rays_per_image']}"
         print(
-            f"{config:>8} {row['train_step_s']:>8.3f} {row['train_rays_per_s']:>13.0f} "
-            f"{row['eval_rays_per_s']:>12.0f}"
+            f"{config:>8} {row['path']:>4} {row['threads']:>3} {row['train_step_s']:>8.3f} "
+            f"{row['train_rays_per_s']:>13.0f} {row['eval_rays_per_s']:>12.0f} "
+            f"{row['load_avg_1min']:>5.2f}"
         )
 
 

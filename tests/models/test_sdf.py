@@ -7,12 +7,14 @@ import torch
 from torch.nn import functional as F
 
 from poseless.models.sdf import (
+    BoundSDF,
     ColorNetwork,
     SDFField,
     SDFFieldSettings,
     SDFNetwork,
     fold_symmetric,
     positional_encoding,
+    softplus_with_slope,
 )
 from poseless.render.volume import sdf_with_gradient
 
@@ -135,6 +137,120 @@ def test_geometric_init_is_a_sphere_of_radius_half(seed):
     # At init the code does not change the field (its weights start at zero).
     sdf2, _ = net(points, torch.randn(2, 64, generator=g))
     assert torch.allclose(sdf, sdf2, atol=1e-6)
+
+
+def _autograd_reference(net: SDFNetwork, points, code):
+    """The slow obvious path: forward, then autograd.grad with create_graph (double backward)."""
+    points = points.detach().requires_grad_(True)
+    sdf, feat = net(points, code)
+    (grad,) = torch.autograd.grad(sdf.sum(), points, create_graph=True)
+    return points, sdf, feat, grad
+
+
+def _second_order_loss(sdf, feat, grad, weights):
+    """A loss touching the values, the features and the gradient (normal-like + eikonal)."""
+    normals = F.normalize(grad, dim=-1)
+    eikonal = ((grad.norm(dim=-1) - 1) ** 2).mean()
+    return (sdf**2).mean() + feat.mean() + (normals * weights).sum() + eikonal
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        SDFFieldSettings(),
+        SDFFieldSettings(symmetric=False),
+        SDFFieldSettings(shape_code_dim=0, n_frequencies=0, hidden_width=16, skip_layers=(2,)),
+        SDFFieldSettings(hidden_width=8, n_hidden_layers=2, skip_layers=(), softplus_beta=3.0),
+    ],
+    ids=["shapeclipper", "asymmetric", "no-pe-no-code", "tiny-no-skip"],
+)
+def test_with_gradient_matches_autograd_double_backward_float64(settings):
+    torch.manual_seed(4)
+    net = SDFNetwork(settings).double()
+    _perturb_(net)
+    g = torch.Generator().manual_seed(4)
+    points = torch.rand(2, 40, 3, generator=g, dtype=torch.float64) * 2 - 1
+    points[0, :5, 0] = 0.0  # on the mirror plane: |x|' = 0 on both paths
+    code = None
+    if settings.shape_code_dim:
+        code = torch.randn(2, settings.shape_code_dim, generator=g, dtype=torch.float64)
+    weights = torch.randn(2, 40, 3, generator=g, dtype=torch.float64)
+    ref_points, ref_sdf, ref_feat, ref_grad = _autograd_reference(net, points, code)
+    new_points = points.detach().requires_grad_(True)
+    sdf, feat, grad = net.with_gradient(new_points, code)
+    assert grad.shape == (2, 40, 3), grad.shape
+    assert torch.allclose(sdf, ref_sdf, atol=1e-12), (sdf - ref_sdf).abs().max()
+    assert torch.allclose(feat, ref_feat, atol=1e-12), (feat - ref_feat).abs().max()
+    assert torch.allclose(grad, ref_grad, rtol=1e-7, atol=1e-8), (grad - ref_grad).abs().max()
+    # Second order: a loss on the gradient trains the weights and moves the points alike.
+    params = list(net.parameters())
+    ref = torch.autograd.grad(
+        _second_order_loss(ref_sdf, ref_feat, ref_grad, weights),
+        [*params, ref_points],
+        allow_unused=True,
+        materialize_grads=True,
+    )
+    new = torch.autograd.grad(
+        _second_order_loss(sdf, feat, grad, weights),
+        [*params, new_points],
+        allow_unused=True,
+        materialize_grads=True,
+    )
+    for index, (a, b) in enumerate(zip(ref, new)):
+        scale = a.abs().max().clamp_min(1e-12)
+        assert ((a - b).abs().max() / scale) < 1e-6, f"tensor {index}: {(a - b).abs().max()}"
+
+
+def test_with_gradient_gradcheck_float64():
+    torch.manual_seed(5)
+    settings = SDFFieldSettings(
+        hidden_width=6,
+        n_hidden_layers=3,
+        skip_layers=(1,),
+        n_frequencies=2,
+        shape_code_dim=4,
+        feature_dim=2,
+        softplus_beta=4.0,
+        geometric_init=False,
+    )
+    net = SDFNetwork(settings).double()
+    points = (torch.rand(1, 4, 3, dtype=torch.float64) - 0.5).requires_grad_(True)
+    code = torch.randn(1, 4, dtype=torch.float64, requires_grad=True)
+    # d/d points of the gradient output is the Hessian: checks the second-order graph.
+    assert torch.autograd.gradcheck(
+        lambda p, c: net.with_gradient(p, c), (points, code), atol=1e-6
+    ), "with_gradient is not differentiable in the points / code"
+
+
+def test_softplus_with_slope_matches_softplus_and_gradchecks():
+    z = torch.cat(
+        [torch.linspace(-0.5, 0.5, 201, dtype=torch.float64), torch.tensor([-3.0, 3.0, 0.0])]
+    )
+    for beta in (100.0, 1.0):
+        h, slope = softplus_with_slope(z, beta)
+        assert torch.allclose(h, F.softplus(z, beta=beta), atol=1e-12), beta
+        assert torch.allclose(slope, torch.sigmoid(beta * z), atol=1e-15), beta
+        zf = z.float()
+        hf, _ = softplus_with_slope(zf, beta)
+        assert torch.allclose(hf, F.softplus(zf, beta=beta), atol=1e-7), "float32 softplus"
+    small = (torch.randn(12, dtype=torch.float64) * 0.05).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: softplus_with_slope(x, 100.0), (small,))
+    assert torch.autograd.gradcheck(lambda x: softplus_with_slope(x, 2.0), (small * 20,))
+
+
+def test_bound_sdf_closure_offers_the_gradient():
+    torch.manual_seed(6)
+    field = SDFField(SDFFieldSettings(hidden_width=16, feature_dim=8))
+    code = torch.randn(2, 64)
+    bound = field.sdf_fn(code)
+    assert isinstance(bound, BoundSDF)
+    points = torch.rand(2, 7, 3)
+    sdf, feat = bound(points)
+    sdf2, feat2, grad = bound.with_gradient(points)
+    assert torch.equal(sdf, field.sdf(points, code)[0])
+    assert torch.allclose(sdf, sdf2, atol=1e-6) and torch.allclose(feat, feat2, atol=1e-6)
+    _, _, ref = sdf_with_gradient(lambda p: field.sdf(p, code), points, analytic=False)
+    assert torch.allclose(grad, ref, atol=1e-5), (grad - ref).abs().max()
 
 
 def test_symmetry_is_structural_when_on_and_absent_when_off():

@@ -16,6 +16,7 @@ from poseless.render.volume import (
     composite,
     effective_beta,
     eikonal_loss,
+    evaluate_samples,
     ray_bounds,
     render_rays,
     render_rays_chunked,
@@ -247,17 +248,114 @@ def test_normal_loss_backpropagates_into_mlp_weights_create_graph():
     assert field.color.layers[0].weight.grad.abs().sum() > 0
 
 
-def test_sdf_with_gradient_matches_finite_differences():
+@pytest.mark.parametrize("analytic", [True, False])
+def test_sdf_with_gradient_matches_finite_differences(analytic):
     torch.manual_seed(1)
     net = SDFNetwork(SDFFieldSettings(shape_code_dim=0, hidden_width=16)).double()
     points = torch.rand(1, 5, 3, dtype=torch.float64) - 0.5
-    _, _, grad = sdf_with_gradient(net, points, create_graph=False)
+    _, _, grad = sdf_with_gradient(net, points, create_graph=False, analytic=analytic)
+    assert not grad.requires_grad
     eps = 1e-6
     for k in range(3):
         step = torch.zeros(3, dtype=torch.float64)
         step[k] = eps
         fd = (net(points + step)[0] - net(points - step)[0]) / (2 * eps)
         assert torch.allclose(grad[..., k], fd, atol=1e-6), k
+
+
+def _training_render_loss(field, renderer, origins, dirs, codes, targets, seed):
+    """A ShapeClipper-like training loss (RGB, mask, normals, eikonal) of one render."""
+    shape_code, color_code = codes
+    gen = torch.Generator().manual_seed(seed)
+    out = renderer(
+        field.sdf_fn(shape_code),
+        origins,
+        dirs,
+        training=True,
+        color_fn=field.color_fn(color_code),
+        generator=gen,
+    )
+    eik = torch.cat([renderer.uniform_eikonal_points(2, 9, generator=gen), out.eikonal_points], 1)
+    eikonal = eikonal_loss(
+        field.sdf_fn(shape_code.detach()), eik, analytic=renderer.settings.analytic_gradient
+    )
+    rgb_t, mask_t, normal_t = targets
+    loss = (
+        F.mse_loss(out.rgb, rgb_t)
+        + 0.5 * F.mse_loss(out.mask, mask_t)
+        + (1 - (out.normals * normal_t).sum(-1)).mean()
+        + 0.3 * eikonal
+    )
+    return out, loss
+
+
+def test_fast_path_matches_autograd_double_backward_render_float64():
+    """Analytic gradient + chunked field evaluation == autograd double backward, unchunked."""
+    torch.manual_seed(7)
+    settings = SDFFieldSettings(hidden_width=16, feature_dim=8, color_hidden_width=16)
+    field = SDFField(settings).double()
+    with torch.no_grad():  # move off the init sphere so every weight matters
+        for p in field.parameters():
+            p.add_(0.3 * torch.randn_like(p) / math.sqrt(p.shape[-1]))
+    g = torch.Generator().manual_seed(7)
+    azimuth = torch.tensor([0.3, 2.0], dtype=torch.float64, requires_grad=True)
+    pix = torch.randint(0, 16 * 16, (2, 9), generator=g)
+    codes = (
+        torch.randn(2, 64, generator=g, dtype=torch.float64).requires_grad_(),
+        torch.randn(2, 64, generator=g, dtype=torch.float64).requires_grad_(),
+    )
+    targets = (
+        torch.rand(2, 9, 3, generator=g, dtype=torch.float64),
+        (torch.rand(2, 9, generator=g) > 0.5).double(),
+        F.normalize(torch.randn(2, 9, 3, generator=g, dtype=torch.float64), dim=-1),
+    )
+    results = {}
+    for name, analytic, chunk in (("slow", False, 0), ("fast", True, 100), ("fast1", True, 0)):
+        render_settings = VolumeRenderSettings(
+            n_samples=32, bound_margin=1.0, analytic_gradient=analytic, chunk_points=chunk
+        )
+        renderer = VolumeRenderer(render_settings).double()
+        R, t = cameras.kato_extrinsics(azimuth, distance=2.0)  # the rays depend on the pose
+        origins, dirs = pixel_rays(R, t, TAN15, pix, 16, 16)
+        out, loss = _training_render_loss(field, renderer, origins, dirs, codes, targets, 3)
+        inputs = [*field.parameters(), renderer.raw_beta, *codes, azimuth]
+        grads = torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
+        results[name] = (out, loss, grads)
+    slow_out, slow_loss, slow_grads = results["slow"]
+    assert slow_out.mask.max() > 0.1, "the test rays miss the field; nothing is compared"
+    for name in ("fast", "fast1"):
+        out, loss, grads = results[name]
+        for key in ("rgb", "mask", "depth", "normals", "sdf", "sample_gradients", "weights"):
+            a, b = getattr(slow_out, key), getattr(out, key)
+            assert torch.allclose(a, b, rtol=1e-7, atol=1e-9), (
+                f"{name} {key}: {(a - b).abs().max()}"
+            )
+        assert torch.allclose(loss, slow_loss, rtol=1e-9), name
+        for index, (a, b) in enumerate(zip(slow_grads, grads)):
+            scale = a.abs().max().clamp_min(1e-12)
+            assert (a - b).abs().max() / scale < 1e-6, f"{name} grad {index}: {(a - b).abs().max()}"
+
+
+def test_evaluate_samples_chunks_agree_and_no_grad_path_is_detached():
+    torch.manual_seed(8)
+    settings = SDFFieldSettings(hidden_width=16, feature_dim=8, color_hidden_width=16)
+    field = SDFField(settings).double()
+    code = torch.randn(3, 64, dtype=torch.float64)
+    points = torch.rand(3, 50, 3, dtype=torch.float64) * 2 - 1
+    whole = evaluate_samples(field.sdf_fn(code), points, field.color_fn(code), chunk_points=0)
+    for chunk in (1, 7, 149, 150, 10_000):
+        parts = evaluate_samples(
+            field.sdf_fn(code), points, field.color_fn(code), chunk_points=chunk
+        )
+        for a, b in zip(whole, parts):
+            assert a.shape == b.shape and torch.allclose(a, b, atol=1e-12), chunk
+    sdf, grad, rgb = evaluate_samples(field.sdf_fn(code), points, None, compute_gradient=False)
+    assert grad is None and rgb is None and sdf.shape == (3, 50)
+    with torch.no_grad():
+        _, grad, _ = evaluate_samples(field.sdf_fn(code), points, chunk_points=40)
+    assert grad.shape == (3, 50, 3) and not grad.requires_grad
+    with pytest.raises(ValueError, match="chunk_points"):
+        VolumeRenderSettings(chunk_points=-1)
 
 
 def test_render_rays_rejects_bad_shapes():

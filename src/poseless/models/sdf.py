@@ -19,6 +19,11 @@ Colour MLP: [PE (39), colour code (64), SDF features (64)] -> 64 -> 64 -> 64
 The per-batch codes enter every layer that reads them as a per-batch bias
 (``W_code @ code`` computed once per shape, not once per point): the same
 function as concatenating the code to every point, at a fraction of the cost.
+
+:meth:`SDFNetwork.with_gradient` returns the SDF, the features and grad sdf
+together, the gradient written out as differentiable ops (no double backward);
+``SDFField.sdf_fn`` returns a :class:`BoundSDF` that offers it to the volume
+renderer.
 """
 
 from __future__ import annotations
@@ -124,6 +129,78 @@ def positional_encoding(x: torch.Tensor, n_frequencies: int) -> torch.Tensor:
     scaled = x[..., None, :] * freqs[:, None]  # (..., F, 3)
     sincos = torch.stack([torch.sin(scaled), torch.cos(scaled)], dim=-2)  # (..., F, 2, 3)
     return torch.cat([x, sincos.flatten(-3)], dim=-1)
+
+
+def _encoding_parts(
+    x: torch.Tensor, n_frequencies: int
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``positional_encoding`` plus its sin and cos blocks (..., F, 3) (None when F = 0)."""
+    if n_frequencies == 0:
+        return x, None, None
+    freqs = 2.0 ** torch.arange(n_frequencies, device=x.device, dtype=x.dtype)
+    scaled = x[..., None, :] * freqs[:, None]  # (..., F, 3)
+    sin, cos = torch.sin(scaled), torch.cos(scaled)
+    pe = torch.cat([x, torch.stack([sin, cos], dim=-2).flatten(-3)], dim=-1)
+    return pe, sin, cos
+
+
+def _encoding_backward(
+    g_pe: torch.Tensor, sin: torch.Tensor | None, cos: torch.Tensor | None, n_frequencies: int
+) -> torch.Tensor:
+    """Chain rule through the positional encoding.
+
+    Args:
+        g_pe: (..., 3 + 6F) d f / d PE(x); sin, cos: (..., F, 3) from ``_encoding_parts``.
+    Returns:
+        (..., 3) d f / d x = g_x + sum_k 2^k (g_sin_k cos(2^k x) - g_cos_k sin(2^k x)).
+    """
+    if n_frequencies == 0:
+        return g_pe
+    freqs = 2.0 ** torch.arange(n_frequencies, device=g_pe.device, dtype=g_pe.dtype)
+    g_sc = g_pe[..., 3:].unflatten(-1, (n_frequencies, 2, 3))  # (..., F, 2, 3)
+    per_freq = g_sc[..., 0, :] * cos - g_sc[..., 1, :] * sin  # (..., F, 3)
+    return g_pe[..., :3] + (per_freq * freqs[:, None]).sum(dim=-2)
+
+
+class _SoftplusWithSlope(torch.autograd.Function):
+    """(z, beta) -> (softplus_beta(z), sigmoid(beta z)); saves only the slope."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        slope = (z * beta).sigmoid_()
+        ctx.save_for_backward(slope)
+        ctx.beta = beta
+        # softplus(z) = relu(z) + log(1 + exp(-beta |z|)) / beta
+        #             = relu(z) - log(sigmoid(beta |z|)) / beta, sigmoid(beta |z|) = max(s, 1 - s).
+        # Same values as F.softplus to float rounding, ~3x cheaper on CPU (torch's
+        # softplus/log1p kernels are not vectorised there).
+        tail = torch.maximum(slope, torch.rsub(slope, 1.0)).log_()
+        return torch.relu(z).sub_(tail, alpha=1.0 / beta), slope
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h: torch.Tensor | None, grad_slope: torch.Tensor | None):
+        (slope,) = ctx.saved_tensors
+        if grad_slope is None:
+            return (None if grad_h is None else grad_h * slope), None
+        # d slope / dz = beta slope (1 - slope):
+        # grad_z = slope * (grad_h + beta * grad_slope * (1 - slope)), one buffer, in place.
+        grad_z = torch.rsub(slope, 1.0).mul_(grad_slope).mul_(ctx.beta)
+        if grad_h is not None:
+            grad_z.add_(grad_h)
+        return grad_z.mul_(slope), None
+
+
+def softplus_with_slope(z: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softplus(beta) and its derivative in one op.
+
+    Args:
+        z: (...) pre-activations; beta: sharpness (> 0).
+    Returns:
+        h = log(1 + exp(beta z)) / beta (as ``F.softplus``, to float rounding) and
+        slope = dh/dz = sigmoid(beta z), both (...); differentiable (first order) in z.
+    """
+    return _SoftplusWithSlope.apply(z, beta)
 
 
 def fold_symmetric(points: torch.Tensor) -> torch.Tensor:
@@ -275,6 +352,80 @@ class SDFNetwork(nn.Module):
         out = self.layers[-1](self.trunk(points, code))
         return out[..., 0], out[..., 1:]
 
+    def with_gradient(
+        self, points: torch.Tensor, code: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The field and its spatial gradient in one pass, as ordinary differentiable ops.
+
+        Same values as :meth:`forward` plus ``torch.autograd.grad(sdf, points,
+        create_graph=True)``, but the gradient is written out (reverse mode by
+        hand: one 64-wide vector per point back through the layers, using the
+        Softplus slopes sigmoid(beta z) saved by the forward), so training
+        backpropagates through a plain graph instead of autograd's double
+        backward: same flops, far fewer elementwise passes and saved tensors
+        (``benchmarks/bench_volume.py`` compares the two).
+
+        Args:
+            points: (B, N, 3); may require grad (e.g. depend on a predicted pose).
+            code: (B, shape_code_dim) or None when shape_code_dim = 0.
+        Returns:
+            sdf: (B, N); features: (B, N, feature_dim); gradient: (B, N, 3) d sdf / d points.
+        """
+        s = self.settings
+        _check_points_and_code("SDFNetwork", points, code, s.shape_code_dim)
+        if s.shape_code_dim == 0:
+            code = None
+        x_in = fold_symmetric(points) if s.symmetric else points
+        pe, sin, cos = _encoding_parts(x_in, s.n_frequencies)
+        inv_sqrt2 = 1.0 / math.sqrt(2.0)
+        h = pe
+        slopes = []
+        batch = points.shape[0]
+        for index, layer in enumerate(self.layers[:-1]):
+            if index == 0 or index in self.skips:
+                # z = scale ([h,] PE) W^T + scale code W_code^T + bias as two fused
+                # multiply-adds (baddbmm), no elementwise passes over (B, N, W).
+                width = 0 if index == 0 else layer.in_features - self.input_dim
+                w = layer.weight if index == 0 else layer.weight * inv_sqrt2
+                per_batch = layer.bias.expand(batch, 1, -1)
+                if code is not None:
+                    code_w = w[:, width + self.pe_dim :]
+                    per_batch = per_batch + F.linear(code, code_w)[:, None, :]
+                w_pe = w[:, width : width + self.pe_dim].t().expand(batch, -1, -1)
+                z = torch.baddbmm(per_batch, pe, w_pe)
+                if index > 0:
+                    z = torch.baddbmm(z, h, w[:, :width].t().expand(batch, -1, -1))
+            else:
+                z = F.linear(h, layer.weight, layer.bias)
+            h, slope = softplus_with_slope(z, s.softplus_beta)
+            slopes.append(slope)
+        last = self.layers[-1]
+        out = F.linear(h, last.weight, last.bias)
+        # Reverse pass for d sdf / d x: g = d sdf / d h_l, then d sdf / d z_l = g * slope_l.
+        g = last.weight[0]  # (W,), broadcast against the first slope
+        g_pe = None
+        for index in range(len(self.layers) - 2, -1, -1):
+            layer = self.layers[index]
+            g_z = g * slopes[index]  # (B, N, W)
+            if index == 0:
+                g_in = F.linear(g_z, layer.weight[:, : self.pe_dim].t())
+                g_pe = g_in if g_pe is None else g_pe + g_in
+                break
+            if index in self.skips:
+                width = layer.in_features - self.input_dim
+                w = layer.weight * inv_sqrt2  # the layer reads [h, input] / sqrt(2)
+                g_in = F.linear(g_z, w[:, width : width + self.pe_dim].t())
+                g_pe = g_in if g_pe is None else g_pe + g_in
+                g = F.linear(g_z, w[:, :width].t())
+            else:
+                g = F.linear(g_z, layer.weight.t())
+        gradient = _encoding_backward(g_pe, sin, cos, s.n_frequencies)
+        if s.symmetric:
+            gradient = torch.cat(
+                [gradient[..., :1] * torch.sign(points[..., :1]), gradient[..., 1:]], -1
+            )
+        return out[..., 0], out[..., 1:], gradient
+
 
 class ColorNetwork(nn.Module):
     """The conditional colour MLP: (points, colour code, SDF features) -> RGB in (0, 1)."""
@@ -307,14 +458,40 @@ class ColorNetwork(nn.Module):
         first = self.layers[0]
         w = first.weight
         p, c = self.pe_dim, s.color_code_dim
-        z = F.linear(pe, w[:, :p]) + F.linear(features, w[:, p + c :])
-        bias = first.bias
+        batch = points.shape[0]
+        bias = first.bias.expand(batch, 1, -1)
         if c > 0:
             bias = bias + F.linear(code, w[:, p : p + c])[:, None, :]
-        h = torch.relu(z + bias)
+        # Two fused multiply-adds: bias + PE W_pe^T + features W_f^T.
+        z = torch.baddbmm(bias, pe, w[:, :p].t().expand(batch, -1, -1))
+        z = torch.baddbmm(z, features, w[:, p + c :].t().expand(batch, -1, -1))
+        h = torch.relu_(z)
         for layer in self.layers[1:-1]:
             h = torch.relu(layer(h))
         return torch.sigmoid(self.layers[-1](h))
+
+
+class BoundSDF:
+    """An :class:`SDFNetwork` bound to a batch of shape codes: the renderer's ``field_fn``.
+
+    ``bound(points (B, N, 3)) -> (sdf (B, N), features (B, N, F))``;
+    ``bound.with_gradient(points) -> (sdf, features, grad sdf (B, N, 3))``, which
+    ``poseless.render.volume.sdf_with_gradient`` uses instead of autograd.
+    """
+
+    def __init__(self, network: SDFNetwork, code: torch.Tensor | None):
+        self.network = network
+        self.code = code
+
+    def __call__(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """points (B, N, 3) -> (sdf (B, N), features (B, N, F))."""
+        return self.network(points, self.code)
+
+    def with_gradient(
+        self, points: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """points (B, N, 3) -> (sdf (B, N), features (B, N, F), gradient (B, N, 3))."""
+        return self.network.with_gradient(points, self.code)
 
 
 class SDFField(nn.Module):
@@ -326,11 +503,10 @@ class SDFField(nn.Module):
         self.sdf = SDFNetwork(self.settings)
         self.color = ColorNetwork(self.settings)
 
-    def sdf_fn(
-        self, shape_code: torch.Tensor | None = None
-    ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """``field_fn(points (B, N, 3)) -> (sdf (B, N), features (B, N, F))`` for one batch of codes."""
-        return lambda points: self.sdf(points, shape_code)
+    def sdf_fn(self, shape_code: torch.Tensor | None = None) -> BoundSDF:
+        """``field_fn(points (B, N, 3)) -> (sdf (B, N), features (B, N, F))`` for one batch of
+        codes; its ``with_gradient`` also returns grad sdf (see :class:`BoundSDF`)."""
+        return BoundSDF(self.sdf, shape_code)
 
     def color_fn(
         self, color_code: torch.Tensor | None = None
