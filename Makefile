@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 SMK := snakemake --profile workflow/profiles/default --cores $(CORES)
 SMK_CONFIG := $(if $(filter params.yaml,$(PARAMS)),,--configfile $(PARAMS))
 
-.PHONY: help setup system-deps run test test-fast lint format dryrun schema dvc-yaml clean
+.PHONY: help setup system-deps run test test-fast lint format dryrun schema dvc-yaml clean publish sync
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,11 +25,16 @@ setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
 run: setup  ## quick start 1: run the whole default pipeline (params.yaml) on the embedded dataset
 	$(SMK) $(SMK_CONFIG)
 
-system-deps:  ## Debian packages the tests use (headless Chromium for the report test)
+system-deps:  ## Debian packages the tests use (headless Chromium for the report test, single-node SLURM)
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "note: install Debian's chromium (sudo apt-get install chromium) for the report browser test"; fi; }
+	@command -v slurmctld >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      slurmctld slurmd slurm-client >/dev/null; \
+	  else echo "note: as root, apt-get install slurmctld slurmd slurm-client for the real-SLURM test"; fi; }
 
 test: setup system-deps  ## quick start 2: lint + the whole test suite (what CI runs)
 	ruff check src stages tests benchmarks workflow/scripts
@@ -56,6 +61,12 @@ schema: setup  ## regenerate workflow/schemas/params.schema.yaml from src/posele
 
 dvc-yaml: setup  ## regenerate dvc.yaml from the Snakemake rules
 	python workflow/scripts/sync_dvc_yaml.py --write
+
+publish: setup  ## after a run: record the outs in dvc.lock and dvc push them (needs `dvc remote add -d NAME URL`); then `git add dvc.lock && git commit`
+	python workflow/scripts/dvc_sync.py publish
+
+sync: setup  ## on a fresh clone: dvc pull, check dvc status is clean, touch outputs in DAG order so `snakemake -n` has nothing to run
+	python workflow/scripts/dvc_sync.py sync
 
 clean:  ## remove the artifacts of the default run (not the venv)
 	rm -rf data logs .snakemake

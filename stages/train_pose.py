@@ -3,7 +3,7 @@
 Reads ``--gan``/generator.safetensors (+ generator.json) and the prepared
 dataset's meta.json (its camera, when recorded). Writes ``--out`` atomically
 (built in a temporary folder next to it, then renamed): regressor.safetensors +
-regressor.json, metrics.jsonl, samples.png, config.yaml. Resumable checkpoints
+regressor.json, metrics.jsonl (+ curves.csv, DVC plots), samples.png, config.yaml. Resumable checkpoints
 live in ``--resume-dir`` (outside ``--out``: Snakemake deletes declared outputs
 before a rerun); a killed run continues from the last one.
 """
@@ -20,6 +20,7 @@ from poseless.cli import run_stage, stage_parser, write_provenance
 from poseless.config import load_params
 from poseless.data.prepared import DatasetError
 from poseless.geometry.cameras import resolve_render_camera
+from poseless.train.metrics_log import CURVES_FILE, read_metrics, write_curves_csv
 from poseless.train.pose import (
     gan_camera_mismatch,
     generator_fingerprint,
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None, step_hook=None) -> None:
             "steps": result.steps,
         }
         write_provenance(tmp, STAGE, params.to_dict(), extra)
+        write_curves_csv(tmp / CURVES_FILE, read_metrics(result.metrics_path))  # DVC plots
     print(
         f"{STAGE}: {result.steps} iterations, last batch error {result.last_loss_deg:.1f} deg "
         f"-> {args.out}",

@@ -4,7 +4,7 @@ Reads the train split of the prepared dataset (and, where the experiment uses
 them, the predict_poses table ``--poses``, the build_knn folder ``--knn`` and the
 estimate_normals folder ``--normals``), trains the representation the experiment names, and
 writes the whole ``--out`` folder atomically (built next to it, renamed at the
-end): ``model.safetensors`` + ``model.json``, ``metrics.jsonl``, ``renders.png``,
+end): ``model.safetensors`` + ``model.json``, ``metrics.jsonl`` (+ ``curves.csv``), ``renders.png``,
 ``config.yaml``. Checkpoints go to ``--resume-dir``, outside ``--out`` because
 Snakemake deletes declared outputs before rerunning a job; a killed run started
 again with the same arguments continues from the newest checkpoint (a changed
@@ -21,6 +21,7 @@ from pathlib import Path
 from poseless.cli import run_stage, stage_parser, write_provenance
 from poseless.config import ConfigError, load_params, to_dict
 from poseless.data.prepared import PreparedDataset
+from poseless.train.metrics_log import CURVES_FILE, read_metrics, write_curves_csv
 from poseless.train.recon import (
     derive_seed,
     get_backend,
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             "steps": result.steps,
         }
         write_provenance(tmp, STAGE, provenance, extra)
+        write_curves_csv(tmp / CURVES_FILE, read_metrics(result.metrics_path))  # DVC plots
     remove_resume_dir(resume_dir)
     print(
         f"train_recon: {args.experiment} seed {args.seed}: {result.steps} iterations "

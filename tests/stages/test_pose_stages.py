@@ -117,6 +117,7 @@ def test_train_and_predict_are_deterministic_and_resume_after_a_kill(setup):
     a, b = folder_bytes(t / "pose_a"), folder_bytes(t / "pose_b")
     assert sorted(a) == [
         "config.yaml",
+        "curves.csv",
         "metrics.jsonl",
         "regressor.json",
         "regressor.safetensors",

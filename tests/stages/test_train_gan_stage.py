@@ -20,6 +20,7 @@ OUTPUTS = {
     "discriminator.safetensors",
     "discriminator.json",
     "metrics.jsonl",
+    "curves.csv",
     "curves.png",
     "samples.png",
     "config.yaml",

@@ -135,6 +135,7 @@ def test_poseless_stage_writes_a_complete_deterministic_folder(inputs, tmp_path)
         "model.safetensors",
         "model.json",
         "metrics.jsonl",
+        "curves.csv",
         "renders.png",
         "config.yaml",
     }

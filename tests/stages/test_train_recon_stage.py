@@ -105,6 +105,7 @@ def test_ura_stage_writes_a_complete_folder(inputs, tmp_path):
         "model.safetensors",
         "model.json",
         "metrics.jsonl",
+        "curves.csv",
         "renders.png",
         "config.yaml",
     }

@@ -49,14 +49,14 @@ def test_bad_params_fail_before_any_job(workflow_copy):
     assert "imgae_size" in proc.stdout + proc.stderr
 
 
-def test_tiny_workflow_end_to_end(workflow_copy):
-    run_snakemake(workflow_copy, "--configfile", "config/tiny.yaml")
-    ds = PreparedDataset(workflow_copy / "data" / "prepared")
+def test_tiny_workflow_end_to_end(tiny_run):
+    # tiny_run (conftest): the tiny workflow run once per session, shared with the DVC tests
+    ds = PreparedDataset(tiny_run / "data" / "prepared")
     assert len(ds) > 0 and set(ds.manifest["split"]) <= {"train", "val", "test"}
-    assert (workflow_copy / "data" / "prepared" / "contact_sheet.png").is_file()
+    assert (tiny_run / "data" / "prepared" / "contact_sheet.png").is_file()
     assert isinstance(ds.manifest, pd.DataFrame)
     # nothing left to do afterwards
-    proc = run_snakemake(workflow_copy, "--configfile", "config/tiny.yaml", "-n")
+    proc = run_snakemake(tiny_run, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 

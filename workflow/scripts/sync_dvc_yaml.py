@@ -10,8 +10,11 @@ run (params.yaml, every job forced) and renders one DVC stage per job:
 * cmd: the job's shell command (with ``--params params.yaml``);
 * deps: the job's inputs (data and the code files the stage imports);
 * params: the params sections the stage script declares in ``PARAMS``;
-* outs: the job's outputs; files under ``data/metrics/`` become DVC metrics and
-  files under ``data/plots/`` DVC plots (both uncached, committed to git).
+* outs: the job's outputs; files under ``data/metrics/`` become DVC metrics.
+  They stay cached (pushed to the remote with the rest): ``/data/`` is not in
+  git, so an uncached metric would be missing from a fresh clone;
+* plots (top level): the training curves ``curves.csv`` that the training
+  stages write into their output folders, x = step, y = the losses in CURVES.
 
 Usage: ``python workflow/scripts/sync_dvc_yaml.py --write`` (``make dvc-yaml``),
 ``--check`` exits 1 with a diff when dvc.yaml is out of step (the tests run it).
@@ -79,21 +82,47 @@ def snakemake_jobs(configfile: str = "params.yaml") -> list:
     return sorted(jobs, key=lambda j: (j["order"], sorted(j["wildcards"].items())))
 
 
+# Training curves as DVC plots: rule -> the loss columns drawn against ``step``
+# (every column is in the CSV; these are the ones each training loop always logs).
+CURVES = {
+    "train_gan": ("loss/d", "loss/wasserstein"),
+    "train_pose": ("loss/angle",),
+    "train_recon": ("loss/loss",),
+}
+CURVES_FILE = "curves.csv"
+
+
 def _outs(paths: list[str]) -> dict:
     stage: dict = {}
     for p in paths:
         if p.startswith("data/metrics/"):
-            stage.setdefault("metrics", []).append({p: {"cache": False}})
-        elif p.startswith("data/plots/"):
-            stage.setdefault("plots", []).append({p: {"cache": False}})
+            stage.setdefault("metrics", []).append(p)
         else:
             stage.setdefault("outs", []).append(p)
     return stage
 
 
+def _plots(stage_name: str, job: dict) -> list[dict]:
+    """Top-level plot definitions of a training job's curves (none for other rules)."""
+    if job["rule"] not in CURVES:
+        return []
+    folder = next(p for p in job["outs"] if not p.startswith("data/metrics/"))
+    path = f"{folder}/{CURVES_FILE}"
+    return [
+        {
+            stage_name: {
+                "x": "step",
+                "y": {path: list(CURVES[job["rule"]])},
+                "title": f"{stage_name}: training curves",
+            }
+        }
+    ]
+
+
 def render(jobs: list) -> str:
     """dvc.yaml text for the jobs."""
     stages: dict = {}
+    plots: list = []
     by_rule: dict[str, list] = {}
     for job in jobs:
         by_rule.setdefault(job["rule"], []).append(job)
@@ -105,6 +134,7 @@ def render(jobs: list) -> str:
                 stage["params"] = job["sections"]
             stage.update(_outs(job["outs"]))
             stages[rule] = stage
+            plots += _plots(rule, job)
             continue
         # Wildcard jobs: one stage each, named rule-values (e.g. train_recon-ura-seed0),
         # so that each carries exactly its own deps (only SSC experiments depend on
@@ -119,7 +149,8 @@ def render(jobs: list) -> str:
                 stage["params"] = job["sections"]
             stage.update(_outs(job["outs"]))
             stages[f"{rule}-{key}"] = stage
-    return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=100)
+            plots += _plots(f"{rule}-{key}", job)
+    return HEADER + yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False, width=100)
 
 
 def main(argv=None) -> int:

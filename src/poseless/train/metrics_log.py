@@ -71,3 +71,20 @@ class MetricsLog:
     def read(self) -> list[dict[str, Any]]:
         """All complete records."""
         return read_metrics(self.path)
+
+
+CURVES_FILE = "curves.csv"
+"""The artifact copy of the curves as CSV: DVC plots read CSV/JSON, not JSON lines."""
+
+
+def write_curves_csv(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Write ``records`` as CSV (atomically): ``step`` then every other key, sorted.
+
+    A key a record lacks (a step that did not log it) is an empty cell; ``wall_s``
+    is left out so the file is the same for the same run on any machine.
+    """
+    keys = sorted({k for r in records for k in r} - {"step", "wall_s"})
+    rows = [",".join(["step", *keys])]
+    for r in records:
+        rows.append(",".join(str(_json_value(r.get(k, ""))) for k in ["step", *keys]))
+    write_text_atomic(path, "\n".join(rows) + "\n")
