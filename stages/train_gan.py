@@ -2,7 +2,7 @@
 
 Output folder (written atomically: a temporary folder next to ``--out``, renamed
 at the end): ``generator.safetensors`` + ``discriminator.safetensors`` with JSON
-sidecars, ``metrics.jsonl``, ``curves.png``, ``samples.png``, ``health.json``,
+sidecars, ``metrics.jsonl`` (+ ``curves.csv``, DVC plots), ``curves.png``, ``samples.png``, ``health.json``,
 ``config.yaml``. ``--metrics`` gets the health statistics (DVC metrics).
 Checkpoints live in ``--resume-dir`` (outside the declared output), so a killed
 run resumes. When a health check fails and ``train_gan.health.fail_on_collapse``
@@ -26,7 +26,7 @@ from poseless.train.gan import (
     train_gan,
 )
 from poseless.train.gan_health import evaluate_gan_health, raise_if_unhealthy
-from poseless.train.metrics_log import read_metrics
+from poseless.train.metrics_log import CURVES_FILE, read_metrics, write_curves_csv
 from poseless.utils import atomic_path, seed_everything, write_json_atomic
 
 PARAMS = ("seed", "train_gan")
@@ -49,7 +49,7 @@ def main(argv=None, step_hook=None):
     cfg = params.train_gan
     seed_everything(params.seed)
     dataset = PreparedDataset(args.dataset)
-    masks = load_train_masks(dataset, cfg.image_size)
+    masks = load_train_masks(dataset, cfg.image_size, binarize=cfg.binarize_real)
     camera = resolve_render_camera(cfg, dataset.meta)
     with atomic_path(args.out) as tmp:
         result = train_gan(
@@ -79,6 +79,7 @@ def main(argv=None, step_hook=None):
         )
         extra = {"n_train_masks": int(masks.shape[0]), "camera": to_dict(camera)}
         write_provenance(tmp, STAGE, params.to_dict(), extra)
+        write_curves_csv(tmp / CURVES_FILE, read_metrics(result.metrics_path))  # DVC plots
         inspect = result.run_dir / "inspect"
         inspect.mkdir(parents=True, exist_ok=True)
         for name in INSPECT:

@@ -929,6 +929,9 @@ class TrainGanConfig:
     """Side of the rendered and real silhouettes (training masks are resized to it)."""
     sigma: float = 1e-4
     """SoftRas silhouette sharpness of the fake renders."""
+    binarize_real: bool = True
+    """Threshold the resized real masks at 0.5: fakes at sigma 1e-4 are near-binary, and
+    area-resized reals have fractional edges that let the critic win on anti-aliasing alone."""
     azimuth_range_deg: tuple[float, float] = (0.0, 360.0)
     """Fake azimuths ~ U[lo, hi) degrees."""
     elevation_deg: float = 30.0
@@ -1060,6 +1063,9 @@ class PredictPosesConfig:
     """Whether the evaluation's global alignment may also reflect azimuths (a -> -a)."""
     alignment: Literal["per_category", "all"] = "per_category"
     """Fit the global azimuth offset per category (each its own canonical frame) or once."""
+    binarize: bool = True
+    """Threshold the resized masks at 0.5, like the near-binary SoftRas renders the regressor
+    was trained on (see ``train_gan.binarize_real``)."""
     accuracy_thresholds_deg: tuple[float, ...] = (15.0, 30.0)
     """Accuracy reported at these aligned errors (degrees)."""
 

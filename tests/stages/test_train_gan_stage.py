@@ -186,6 +186,10 @@ def test_train_masks_are_resized(prepared):
     assert masks.shape == (len(ds.ids("train")), 1, 16, 16) and masks.dtype == torch.uint8
     ref = full.float().view(-1, 1, 16, 2, 16, 2).mean((3, 5))
     assert np.abs(masks.float().numpy() - ref.numpy()).max() <= 1.0
+    assert ((masks > 0) & (masks < 255)).any(), "area resizing leaves fractional edges"
+    binary = gan.load_train_masks(ds, 16, binarize=True)
+    assert set(binary.unique().tolist()) <= {0, 255}
+    assert torch.equal(binary, torch.where(masks >= 128, 255, 0).to(torch.uint8))
 
 
 def test_user_errors_exit_2(tmp_path, capsys):

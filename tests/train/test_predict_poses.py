@@ -122,3 +122,7 @@ def test_predict_azimuths_resizes_masks_and_is_batch_independent():
     assert np.allclose(whole, direct, atol=1e-4)
     assert resize_masks(masks, 48) is masks
     assert predict_azimuths(reg, [], 32, torch.device("cpu")).shape == (0,)
+    binary = predict_azimuths(reg, [masks], 32, torch.device("cpu"), binarize=True)
+    with torch.no_grad():
+        thresholded = reg((small > 0.5).float()).double().numpy()
+    assert np.allclose(binary, thresholded, atol=1e-4) and not np.allclose(binary, whole, atol=1e-4)

@@ -7,7 +7,7 @@ rule train_recon:
         "logs/train_recon/{exp}-seed{seed}.log",
     conda:
         "../envs/poseless.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=720,

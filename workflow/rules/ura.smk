@@ -10,7 +10,7 @@ rule train_gan:
         "logs/train_gan.log",
     conda:
         "../envs/poseless.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=1440,
@@ -37,7 +37,7 @@ rule train_pose:
         "logs/train_pose.log",
     conda:
         "../envs/poseless.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=720,
@@ -65,7 +65,7 @@ rule predict_poses:
         "logs/predict_poses.log",
     conda:
         "../envs/poseless.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,

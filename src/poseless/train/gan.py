@@ -207,8 +207,11 @@ def _check_masks(masks: torch.Tensor, size: int) -> None:
         raise ValueError("train_gan: no training masks")
 
 
-def load_train_masks(dataset: PreparedDataset, size: int) -> torch.Tensor:
-    """The train split's masks as (N, 1, size, size) uint8, resized (box / bilinear) if needed."""
+def load_train_masks(dataset: PreparedDataset, size: int, binarize: bool = False) -> torch.Tensor:
+    """The train split's masks as (N, 1, size, size) uint8, resized (box / bilinear) if needed.
+
+    ``binarize`` thresholds the resized masks at 0.5 (values 0 or 255).
+    """
     ids = dataset.ids("train")
     if not ids:
         raise DatasetError(f"{dataset.root}: the train split is empty; nothing to train the GAN on")
@@ -226,6 +229,8 @@ def load_train_masks(dataset: PreparedDataset, size: int) -> torch.Tensor:
                 out[k, 0] = np.asarray(m)
         except OSError as exc:
             raise DatasetError(f"{path}: cannot read prepared mask: {exc}") from exc
+    if binarize:
+        out = np.where(out >= 128, 255, 0).astype(np.uint8)
     return torch.from_numpy(out)
 
 

@@ -71,8 +71,12 @@ def predict_azimuths(
     batches: Iterable[torch.Tensor],
     input_size: int,
     device: torch.device,
+    binarize: bool = False,
 ) -> np.ndarray:
     """Azimuths (degrees, [0, 360)) of every mask in ``batches`` of (B, 1, H, W), in order.
+
+    ``binarize`` thresholds the resized masks at 0.5 (the regressor's training renders
+    are near-binary SoftRas silhouettes).
 
     Returns:
         (N,) float64.
@@ -82,6 +86,8 @@ def predict_azimuths(
     with torch.no_grad():
         for masks in batches:
             x = resize_masks(masks.float(), input_size).to(device)
+            if binarize:
+                x = (x > 0.5).float()
             out.append(regressor(x).double().cpu().numpy())
     if not out:
         return np.zeros(0, np.float64)
@@ -242,6 +248,7 @@ def predict_dataset(
         dataset_mask_batches(dataset, ids, cfg.batch_size, progress),
         input_size,
         device,
+        binarize=cfg.binarize,
     )
     gt = m["azimuth_deg"].to_numpy(np.float64)
     return pose_table(
