@@ -9,6 +9,7 @@ after the best global alignment where the dataset has GT azimuths, else counts).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from poseless.cli import run_stage, stage_parser, write_provenance
 from poseless.config import load_params
 from poseless.data.prepared import PreparedDataset
+from poseless.train.groups import read_groups
 from poseless.train.pose import load_regressor
 from poseless.train.predict_poses import predict_dataset, write_pose_figure
 from poseless.utils import atomic_path, select_device, write_json_atomic
@@ -37,18 +39,30 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params, sections=PARAMS)
     cfg = params.predict_poses
     device = select_device(args.device)
-    regressor, info = load_regressor(args.pose, device)
+    groups = read_groups(args.pose, "train_pose")
+    regressors = {}
+    for group in groups.names:
+        regressor, info = load_regressor(Path(args.pose) / group, device)
+        regressors[group] = (regressor, info.input_size)
     dataset = PreparedDataset(args.dataset)
 
     def progress(batches):
         return tqdm(batches, desc=STAGE, unit="batch", file=sys.stderr)
 
-    table, metrics = predict_dataset(regressor, info.input_size, dataset, cfg, device, progress)
+    table, metrics = predict_dataset(regressors, groups, dataset, cfg, device, progress)
     with atomic_path(args.out) as tmp:
         tmp.mkdir(parents=True)
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp / "poses.parquet")
         write_pose_figure(tmp / "histogram.png", table)
-        write_provenance(tmp, STAGE, params.to_dict(), {"regressor_input_size": info.input_size})
+        write_provenance(
+            tmp,
+            STAGE,
+            params.to_dict(),
+            {
+                "groups": list(groups.names),
+                "regressor_input_size": {g: n for g, (_, n) in regressors.items()},
+            },
+        )
     write_json_atomic(args.metrics, metrics)
     overall = metrics.get("overall")
     summary = (

@@ -1,19 +1,24 @@
 """URA stage (a): train the pose-independent mesh GAN on the train split's masks.
 
-Output folder (written atomically: a temporary folder next to ``--out``, renamed
-at the end): ``generator.safetensors`` + ``discriminator.safetensors`` with JSON
-sidecars, ``metrics.jsonl`` (+ ``curves.csv``, DVC plots), ``curves.png``, ``samples.png``, ``health.json``,
-``config.yaml``. ``--metrics`` gets the health statistics (DVC metrics).
-Checkpoints live in ``--resume-dir`` (outside the declared output), so a killed
-run resumes. When a health check fails and ``train_gan.health.fail_on_collapse``
-is true, the stage writes ``--metrics`` and a copy of health.json / samples.png /
-curves.png into the resume folder, then exits 2 with advice; ``--out`` is not written.
+One generator per category of the train split (``train_gan.per_category``, URA
+trains one model per category), or one for all (group ``all``); see
+:mod:`poseless.train.groups`. Output folder (written atomically: a temporary
+folder next to ``--out``, renamed at the end): ``groups.json``, ``config.yaml``
+and per group ``<group>/``: ``generator.safetensors`` + ``discriminator.safetensors``
+with JSON sidecars, ``metrics.jsonl`` (+ ``curves.csv``, DVC plots),
+``curves.png``, ``samples.png``, ``health.json``. ``--metrics`` gets each
+group's health statistics (DVC metrics). Checkpoints live in
+``--resume-dir/<group>`` (outside the declared output), so a killed run resumes.
+When a health check fails and ``train_gan.health.fail_on_collapse`` is true, the
+stage writes ``--metrics`` and a copy of health.json / samples.png / curves.png
+into the resume folder, then exits 2 with advice; ``--out`` is not written.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 from poseless.cli import run_stage, stage_parser, write_provenance
 from poseless.config import load_params, to_dict
@@ -26,6 +31,7 @@ from poseless.train.gan import (
     train_gan,
 )
 from poseless.train.gan_health import evaluate_gan_health, raise_if_unhealthy
+from poseless.train.groups import make_groups, write_groups
 from poseless.train.metrics_log import CURVES_FILE, read_metrics, write_curves_csv
 from poseless.utils import atomic_path, seed_everything, write_json_atomic
 
@@ -49,50 +55,77 @@ def main(argv=None, step_hook=None):
     cfg = params.train_gan
     seed_everything(params.seed)
     dataset = PreparedDataset(args.dataset)
-    masks = load_train_masks(dataset, cfg.image_size, binarize=cfg.binarize_real)
+    train_ids = dataset.ids("train")
+    groups = make_groups((dataset.row(i)["category"] for i in train_ids), cfg.per_category)
     camera = resolve_render_camera(cfg, dataset.meta)
+    log = logging.getLogger(STAGE)
+    metrics: dict = {}
+    healths = {}
     with atomic_path(args.out) as tmp:
-        result = train_gan(
-            masks,
-            cfg,
-            tmp,
-            args.resume_dir,
-            seed=params.seed,
-            camera=camera,
-            device=args.device,
-            step_hook=step_hook,
-        )
-        health = evaluate_gan_health(
-            result.generator,
-            masks,
-            cfg.health,
-            camera=camera,
-            raster=raster_settings(cfg, camera),
-            azimuth_range_deg=cfg.azimuth_range_deg,
-            seed=params.seed,
-        )
-        report = health.to_dict()
-        write_json_atomic(tmp / "health.json", report)
-        losses = last_losses(read_metrics(result.metrics_path))
-        write_json_atomic(
-            args.metrics, {**report, "iterations": result.steps, "last_losses": losses}
-        )
-        extra = {"n_train_masks": int(masks.shape[0]), "camera": to_dict(camera)}
+        tmp.mkdir(parents=True, exist_ok=True)
+        for group in groups.names:
+            category = group if groups.per_category else None
+            masks = load_train_masks(dataset, cfg.image_size, cfg.binarize_real, category)
+            out = tmp / group
+            log.info("group %s: %d training masks", group, masks.shape[0])
+            result = train_gan(
+                masks,
+                cfg,
+                out,
+                Path(args.resume_dir) / group,
+                seed=params.seed,
+                camera=camera,
+                device=args.device,
+                step_hook=step_hook,
+            )
+            health = evaluate_gan_health(
+                result.generator,
+                masks,
+                cfg.health,
+                camera=camera,
+                raster=raster_settings(cfg, camera),
+                azimuth_range_deg=cfg.azimuth_range_deg,
+                seed=params.seed,
+            )
+            healths[group] = (health, result.run_dir / "inspect")
+            report = health.to_dict()
+            write_json_atomic(out / "health.json", report)
+            records = read_metrics(result.metrics_path)
+            write_curves_csv(out / CURVES_FILE, records)  # DVC plots
+            metrics[group] = {
+                **report,
+                "iterations": result.steps,
+                "n_train_masks": int(masks.shape[0]),
+                "last_losses": last_losses(records),
+            }
+            inspect = result.run_dir / "inspect"
+            inspect.mkdir(parents=True, exist_ok=True)
+            for name in INSPECT:
+                if (out / name).is_file():
+                    shutil.copyfile(out / name, inspect / name)
+        write_json_atomic(args.metrics, metrics)
+        write_groups(tmp, groups)
+        extra = {
+            "groups": list(groups.names),
+            "n_train_masks": {g: m["n_train_masks"] for g, m in metrics.items()},
+            "camera": to_dict(camera),
+        }
         write_provenance(tmp, STAGE, params.to_dict(), extra)
-        write_curves_csv(tmp / CURVES_FILE, read_metrics(result.metrics_path))  # DVC plots
-        inspect = result.run_dir / "inspect"
-        inspect.mkdir(parents=True, exist_ok=True)
-        for name in INSPECT:
-            if (tmp / name).is_file():
-                shutil.copyfile(tmp / name, inspect / name)
         if cfg.health.fail_on_collapse:
-            raise_if_unhealthy(health, f"{inspect}/ ({', '.join(INSPECT)}) and {args.metrics}")
-        for check in health.failed:
-            logging.getLogger(STAGE).warning("health check failed: %s", check.describe())
-    logging.getLogger(STAGE).info(
-        "%d iterations, health %s -> %s",
-        result.steps,
-        "passed" if health.passed else "FAILED",
+            for group, (health, inspect) in healths.items():
+                raise_if_unhealthy(
+                    health, f"{inspect}/ ({', '.join(INSPECT)}) and {args.metrics} [{group}]"
+                )
+        for group, (health, _) in healths.items():
+            for check in health.failed:
+                log.warning("group %s: health check failed: %s", group, check.describe())
+    log.info(
+        "%s -> %s",
+        ", ".join(
+            f"{g}: {metrics[g]['iterations']} iterations, health "
+            + ("passed" if h.passed else "FAILED")
+            for g, (h, _) in healths.items()
+        ),
         args.out,
     )
 

@@ -1,11 +1,14 @@
 """Stage train_pose: URA's pseudo pose regressor, trained on renders of the frozen GAN.
 
-Reads ``--gan``/generator.safetensors (+ generator.json) and the prepared
-dataset's meta.json (its camera, when recorded). Writes ``--out`` atomically
-(built in a temporary folder next to it, then renamed): regressor.safetensors +
-regressor.json, metrics.jsonl (+ curves.csv, DVC plots), samples.png, config.yaml. Resumable checkpoints
-live in ``--resume-dir`` (outside ``--out``: Snakemake deletes declared outputs
-before a rerun); a killed run continues from the last one.
+One regressor per generator group of ``--gan`` (:mod:`poseless.train.groups`):
+reads ``--gan``/groups.json, each ``<group>/generator.safetensors`` (+
+generator.json) and the prepared dataset's meta.json (its camera, when
+recorded). Writes ``--out`` atomically (built in a temporary folder next to it,
+then renamed): groups.json, config.yaml and per group ``<group>/``:
+regressor.safetensors + regressor.json, metrics.jsonl (+ curves.csv, DVC plots),
+samples.png, config.yaml. Resumable checkpoints live in ``--resume-dir/<group>``
+(outside ``--out``: Snakemake deletes declared outputs before a rerun); a killed
+run continues from the last one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from poseless.cli import run_stage, stage_parser, write_provenance
 from poseless.config import load_params
 from poseless.data.prepared import DatasetError
 from poseless.geometry.cameras import resolve_render_camera
+from poseless.train.groups import read_groups, write_groups
 from poseless.train.metrics_log import CURVES_FILE, read_metrics, write_curves_csv
 from poseless.train.pose import (
     gan_camera_mismatch,
@@ -48,36 +52,45 @@ def main(argv: list[str] | None = None, step_hook=None) -> None:
     if not meta_path.is_file():
         raise DatasetError(f"{meta_path}: missing; run the prepare_data stage first")
     camera = resolve_render_camera(cfg, json.loads(meta_path.read_text()))
+    groups = read_groups(args.gan, "train_gan")
     mismatch = gan_camera_mismatch(args.gan, camera)
     if mismatch:
         logging.getLogger(STAGE).warning(mismatch)
     device = select_device(args.device)
-    sha = generator_fingerprint(args.gan)
-    G = load_generator(args.gan, device)
+    steps = {}
     with atomic_path(args.out) as tmp:
-        result = train_pose(
-            G,
-            cfg,
-            tmp,
-            args.resume_dir,
-            seed=params.seed,
-            camera=camera,
-            device=device,
-            generator_sha256=sha,
-            step_hook=step_hook,
-        )
-        extra = {
-            "generator_sha256": sha,
-            "camera": dataclasses.asdict(camera),
-            "steps": result.steps,
-        }
-        write_provenance(tmp, STAGE, params.to_dict(), extra)
-        write_curves_csv(tmp / CURVES_FILE, read_metrics(result.metrics_path))  # DVC plots
-    print(
-        f"{STAGE}: {result.steps} iterations, last batch error {result.last_loss_deg:.1f} deg "
-        f"-> {args.out}",
-        file=sys.stderr,
+        tmp.mkdir(parents=True, exist_ok=True)
+        for group in groups.names:
+            gan_dir = Path(args.gan) / group
+            sha = generator_fingerprint(gan_dir)
+            G = load_generator(gan_dir, device)
+            out = tmp / group
+            result = train_pose(
+                G,
+                cfg,
+                out,
+                Path(args.resume_dir) / group,
+                seed=params.seed,
+                camera=camera,
+                device=device,
+                generator_sha256=sha,
+                step_hook=step_hook,
+            )
+            extra = {
+                "group": group,
+                "generator_sha256": sha,
+                "camera": dataclasses.asdict(camera),
+                "steps": result.steps,
+            }
+            write_provenance(out, STAGE, params.to_dict(), extra)
+            write_curves_csv(out / CURVES_FILE, read_metrics(result.metrics_path))  # DVC plots
+            steps[group] = (result.steps, result.last_loss_deg)
+        write_groups(tmp, groups)
+        write_provenance(tmp, STAGE, params.to_dict(), {"groups": list(groups.names)})
+    summary = ", ".join(
+        f"{g}: {n} iterations, last batch error {err:.1f} deg" for g, (n, err) in steps.items()
     )
+    print(f"{STAGE}: {summary} -> {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -929,6 +929,9 @@ class TrainGanConfig:
     """Side of the rendered and real silhouettes (training masks are resized to it)."""
     sigma: float = 1e-4
     """SoftRas silhouette sharpness of the fake renders."""
+    per_category: bool = True
+    """One generator per category of the train split (URA trains one model per category);
+    false: one generator for all images."""
     binarize_real: bool = True
     """Threshold the resized real masks at 0.5: fakes at sigma 1e-4 are near-binary, and
     area-resized reals have fractional edges that let the critic win on anti-aliasing alone."""

@@ -16,6 +16,7 @@ from PIL import Image
 
 from poseless.models.mesh_decoder import Generator
 from poseless.train.checkpoint import save_model
+from poseless.train.groups import ALL, GroupError, Groups, write_groups
 from poseless.train.pose import ModelFileError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,8 +64,10 @@ def setup(tmp_path):
     gan = tmp_path / "gan"
     torch.manual_seed(0)
     G = Generator(z_dim=8, template_level=1)
-    # the train_gan format: generator.safetensors + generator.json holding Generator.config()
-    save_model(gan / "generator.safetensors", G, G.config())
+    # the train_gan format: groups.json + <group>/generator.safetensors + generator.json
+    # holding Generator.config() (here one generator for all categories)
+    save_model(gan / ALL / "generator.safetensors", G, G.config())
+    write_groups(gan, Groups(False, (ALL,)))
     params = tmp_path / "params.yaml"
     params.write_text(
         yaml.safe_dump(
@@ -103,7 +106,11 @@ def predict_args(s, pose: str, out: str, metrics: str) -> list[str]:
 
 
 def folder_bytes(path: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+    return {
+        p.relative_to(path).as_posix(): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_train_and_predict_are_deterministic_and_resume_after_a_kill(setup):
@@ -112,23 +119,25 @@ def test_train_and_predict_are_deterministic_and_resume_after_a_kill(setup):
     with pytest.raises(Killed):
         train_pose.main(train_args(s, "pose_b", "resume_b"), step_hook=kill_at(3))
     assert not (t / "pose_b").exists(), "a killed run must not leave a finished-looking output"
-    assert list((t / "resume_b").glob("*/checkpoints/step-000000002.pt"))
+    assert list((t / "resume_b").glob("all/*/checkpoints/step-000000002.pt"))
     train_pose.main(train_args(s, "pose_b", "resume_b"))
     a, b = folder_bytes(t / "pose_a"), folder_bytes(t / "pose_b")
     assert sorted(a) == [
+        "all/config.yaml",
+        "all/curves.csv",
+        "all/metrics.jsonl",
+        "all/regressor.json",
+        "all/regressor.safetensors",
+        "all/samples.png",
         "config.yaml",
-        "curves.csv",
-        "metrics.jsonl",
-        "regressor.json",
-        "regressor.safetensors",
-        "samples.png",
+        "groups.json",
     ]
     assert a == b, [k for k in a if a[k] != b.get(k)]
-    config = yaml.safe_load((t / "pose_a" / "config.yaml").read_text())
+    config = yaml.safe_load((t / "pose_a" / "all" / "config.yaml").read_text())
     assert config["stage"] == "train_pose" and config["config"]["seed"] == 5
     assert config["config"]["train_pose"]["iterations"] == 4
     assert config["extra"]["camera"] == {"elevation_deg": 30.0, "distance": 2.732, "fov_deg": 30.0}
-    with Image.open(t / "pose_a" / "samples.png") as im:
+    with Image.open(t / "pose_a" / "all" / "samples.png") as im:
         assert im.format == "PNG" and not im.text, im.text
 
     predict_poses.main(predict_args(s, "pose_a", "poses_a", "m_a.json"))
@@ -190,10 +199,14 @@ def test_predict_poses_resizes_masks_and_reports_counts_without_gt(setup, tmp_pa
 
 def test_missing_generator_or_regressor_is_a_clear_error(setup):
     s, t = setup, setup["tmp"]
-    (s["gan"] / "generator.safetensors").unlink()
+    (s["gan"] / ALL / "generator.safetensors").unlink()
     with pytest.raises(ModelFileError, match="generator.safetensors: generator weights not found"):
         train_pose.main(train_args(s, "pose", "resume"))
     assert not (t / "pose").exists()
+    with pytest.raises(GroupError, match="nowhere/groups.json: missing; run the train_pose stage"):
+        predict_poses.main(predict_args(s, "nowhere", "poses", "m.json"))
+    write_groups(t / "nowhere", Groups(False, (ALL,)))
+    (t / "nowhere" / ALL).mkdir()
     with pytest.raises(ModelFileError, match="regressor.safetensors: regressor weights not found"):
         predict_poses.main(predict_args(s, "nowhere", "poses", "m.json"))
     assert not (t / "poses").exists() and not (t / "m.json").exists()

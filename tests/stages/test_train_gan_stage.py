@@ -108,27 +108,43 @@ def test_end_to_end_deterministic_and_resumable(tmp_path, prepared):
     a, b = tmp_path / "a", tmp_path / "b"
     stage.main(args(params, prepared, a))
     out = a / "gan"
-    assert {p.name for p in out.iterdir()} == OUTPUTS
+    ds = PreparedDataset(prepared)
+    per_cat = {c: 0 for c in ("airplane", "chair")}
+    for i in ds.ids("train"):
+        per_cat[str(ds.row(i)["category"])] += 1
+    assert {p.name for p in out.iterdir()} == {"groups.json", "config.yaml", *per_cat}
+    assert json.loads((out / "groups.json").read_text()) == {
+        "per_category": True,
+        "groups": ["airplane", "chair"],
+    }
+    for group in per_cat:
+        assert {p.name for p in (out / group).iterdir()} == OUTPUTS - {"config.yaml"}
     assert not any(p.name.startswith(".") for p in a.iterdir()), "no temp folder left behind"
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["stage"] == "train_gan" and config["config"]["seed"] == 3
     assert config["config"]["train_gan"]["iterations"] == 3
-    n_train = len(PreparedDataset(prepared).ids("train"))
-    assert config["extra"]["n_train_masks"] == n_train > 0
+    assert config["extra"]["n_train_masks"] == per_cat and min(per_cat.values()) > 0
     assert config["extra"]["camera"] == {"elevation_deg": 30.0, "distance": 2.732, "fov_deg": 30.0}
-    health = json.loads((out / "health.json").read_text())
     metrics = json.loads((a / "metrics" / "train_gan.json").read_text())
-    assert {k: metrics[k] for k in health} == health
-    assert metrics["iterations"] == 3 and "d" in metrics["last_losses"]
-    assert set(health["checks"]) == {
-        "shape_diversity_ratio",
-        "view_variation",
-        "area_tv",
-        "degenerate_fraction",
-    }
-    assert health["metrics"]["n_real"] == min(8, n_train)
-    records = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3]
+    assert set(metrics) == set(per_cat)
+    for group, n in per_cat.items():
+        health = json.loads((out / group / "health.json").read_text())
+        assert {k: metrics[group][k] for k in health} == health
+        assert metrics[group]["iterations"] == 3 and "d" in metrics[group]["last_losses"]
+        assert metrics[group]["n_train_masks"] == n
+        assert set(health["checks"]) == {
+            "shape_diversity_ratio",
+            "view_variation",
+            "area_tv",
+            "degenerate_fraction",
+        }
+        assert health["metrics"]["n_real"] == min(8, n)
+        records = [json.loads(s) for s in (out / group / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records] == [1, 2, 3]
+    # The groups are different models (trained on their own category's masks).
+    assert (out / "chair" / "generator.safetensors").read_bytes() != (
+        out / "airplane" / "generator.safetensors"
+    ).read_bytes()
 
     # A second run from scratch gives the same bytes.
     stage.main(args(params, prepared, b))
@@ -152,16 +168,29 @@ def test_end_to_end_deterministic_and_resumable(tmp_path, prepared):
         run_stage(lambda: stage.main(args(params, prepared, a)))
     assert info.value.code == 2
     report = json.loads((a / "metrics" / "train_gan.json").read_text())
-    assert (
-        report["passed"] is False and report["checks"]["shape_diversity_ratio"]["passed"] is False
-    )
+    assert report["airplane"]["passed"] is False
+    assert report["airplane"]["checks"]["shape_diversity_ratio"]["passed"] is False
     assert tree_bytes(out) == before, "a failed health check must not replace the output"
-    inspect = [p for p in (a / "resume").glob("*/inspect")]
-    assert len(inspect) == 1 and {p.name for p in inspect[0].iterdir()} == {
+    inspect = [p for p in (a / "resume").glob("*/*/inspect")]
+    assert len(inspect) == 2 and {p.name for p in inspect[0].iterdir()} == {
         "health.json",
         "samples.png",
         "curves.png",
     }
+
+
+def test_one_generator_for_all_categories(tmp_path, prepared):
+    cfg = dict(TRAIN_GAN, iterations=1, n_samples=0, per_category=False)
+    params = write_params(tmp_path / "p.yaml", cfg)
+    stage.main(args(params, prepared, tmp_path))
+    out = tmp_path / "gan"
+    assert json.loads((out / "groups.json").read_text()) == {
+        "per_category": False,
+        "groups": ["all"],
+    }
+    metrics = json.loads((tmp_path / "metrics" / "train_gan.json").read_text())
+    assert metrics["all"]["n_train_masks"] == len(PreparedDataset(prepared).ids("train"))
+    assert (out / "all" / "generator.safetensors").is_file()
 
 
 def test_error_message_names_check_and_advice(tmp_path, prepared, capsys):

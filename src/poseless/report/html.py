@@ -371,13 +371,18 @@ def curves_section(page: Page, inputs: ReportInputs) -> None:
 
 
 def gan_section(page: Page, inputs: ReportInputs) -> None:
-    """The GAN's samples.png."""
+    """The samples.png of every GAN group (one generator per category, or ``all``)."""
     folder = inputs.folders.get("gan")
-    path = folder / "samples.png" if folder is not None else None
-    if path is None or not path.is_file():
+    paths = sorted(folder.rglob("samples.png")) if folder is not None and folder.is_dir() else []
+    if not paths:
         page.add("GAN samples", missing("no train_gan samples.png given or found"))
         return
-    page.add("GAN samples", page.img("gan_samples.png", path.read_bytes(), str(path)))
+    parts = []
+    for path in paths:
+        rel = path.parent.relative_to(folder).as_posix()
+        name = "gan" if rel == "." else f"gan/{rel}"
+        parts.append(page.img(f"{name.replace('/', '_')}_samples.png", path.read_bytes(), name))
+    page.add("GAN samples", "".join(parts))
 
 
 def knn_section(page: Page, inputs: ReportInputs, cfg) -> None:

@@ -207,14 +207,20 @@ def _check_masks(masks: torch.Tensor, size: int) -> None:
         raise ValueError("train_gan: no training masks")
 
 
-def load_train_masks(dataset: PreparedDataset, size: int, binarize: bool = False) -> torch.Tensor:
+def load_train_masks(
+    dataset: PreparedDataset, size: int, binarize: bool = False, category: str | None = None
+) -> torch.Tensor:
     """The train split's masks as (N, 1, size, size) uint8, resized (box / bilinear) if needed.
 
-    ``binarize`` thresholds the resized masks at 0.5 (values 0 or 255).
+    ``binarize`` thresholds the resized masks at 0.5 (values 0 or 255); ``category``
+    keeps only that category's items.
     """
     ids = dataset.ids("train")
+    if category is not None:
+        ids = [i for i in ids if str(dataset.row(i)["category"]) == category]
     if not ids:
-        raise DatasetError(f"{dataset.root}: the train split is empty; nothing to train the GAN on")
+        which = f" has no {category!r} items" if category is not None else " is empty"
+        raise DatasetError(f"{dataset.root}: the train split{which}; nothing to train the GAN on")
     out = np.empty((len(ids), 1, size, size), np.uint8)
     for k, item in enumerate(ids):
         path = dataset.root / dataset.row(item)["mask"]

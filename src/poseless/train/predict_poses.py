@@ -22,7 +22,7 @@ dict for DVC (:func:`pose_metrics`) and a figure (:func:`write_pose_figure`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +35,7 @@ from poseless.data.prepared import SPLITS, PreparedDataset
 from poseless.evaluate.align import best_global_azimuth_offset
 from poseless.evaluate.metrics import summarize_pose_errors
 from poseless.models.pose_regressor import PoseRegressor
+from poseless.train.groups import Groups
 from poseless.train.pose import png_bytes
 from poseless.utils import write_bytes_atomic
 
@@ -231,29 +232,43 @@ def _finite_json(obj):
 
 
 def predict_dataset(
-    regressor: PoseRegressor,
-    input_size: int,
+    regressors: Mapping[str, tuple[PoseRegressor, int]],
+    groups: Groups,
     dataset: PreparedDataset,
     cfg: PredictPosesConfig,
     device: torch.device,
     progress: Callable[[Iterable], Iterable] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """Predict every item of ``dataset`` (manifest order); returns :func:`pose_table`'s output."""
+    """Predict every item of ``dataset`` (manifest order) with its category's regressor.
+
+    Args:
+        regressors: group name -> (regressor, input size), one per ``groups`` name.
+        groups: the ``train_pose`` groups (:mod:`poseless.train.groups`).
+
+    Returns:
+        :func:`pose_table`'s output.
+    """
     ids = dataset.ids()
     if not ids:
         raise ValueError(f"{dataset.root}: the prepared dataset has no items")
     m = dataset.manifest
-    pred = predict_azimuths(
-        regressor,
-        dataset_mask_batches(dataset, ids, cfg.batch_size, progress),
-        input_size,
-        device,
-        binarize=cfg.binarize,
-    )
+    categories = [str(c) for c in m["category"]]
+    item_groups = np.array([groups.of(c) for c in categories], dtype=object)
+    pred = np.zeros(len(ids), np.float64)
+    for group in groups.names:
+        rows = np.flatnonzero(item_groups == group)
+        if rows.size == 0:
+            continue
+        regressor, input_size = regressors[group]
+        pred[rows] = predict_azimuths(
+            regressor,
+            dataset_mask_batches(dataset, [ids[r] for r in rows], cfg.batch_size, progress),
+            input_size,
+            device,
+            binarize=cfg.binarize,
+        )
     gt = m["azimuth_deg"].to_numpy(np.float64)
-    return pose_table(
-        ids, [str(s) for s in m["split"]], [str(c) for c in m["category"]], pred, gt, cfg
-    )
+    return pose_table(ids, [str(s) for s in m["split"]], categories, pred, gt, cfg)
 
 
 def write_pose_figure(path, table: pd.DataFrame) -> None:
