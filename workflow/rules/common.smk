@@ -131,6 +131,11 @@ GPU_STAGES = (
 )
 
 
+# URA's chain (GAN -> pose -> pseudo poses -> ura) is the longest path of the DAG: with
+# few cores, start it before the baselines that do not depend on it.
+URA_PRIORITY = 10
+
+
 def gpus(name):
     """GPUs a stage asks for (0 for CPU stages); local runs ignore undeclared limits."""
     return 1 if name in GPU_STAGES else 0

@@ -11,6 +11,7 @@ rule train_gan:
     conda:
         "../envs/poseless.yaml"
     threads: 1
+    priority: URA_PRIORITY
     resources:
         mem_mb=8000,
         runtime=1440,
@@ -38,6 +39,7 @@ rule train_pose:
     conda:
         "../envs/poseless.yaml"
     threads: 1
+    priority: URA_PRIORITY
     resources:
         mem_mb=8000,
         runtime=720,
@@ -66,6 +68,7 @@ rule predict_poses:
     conda:
         "../envs/poseless.yaml"
     threads: 1
+    priority: URA_PRIORITY
     resources:
         mem_mb=4000,
         runtime=60,
