@@ -8,10 +8,10 @@ rule train_gan:
         metrics="data/metrics/train_gan.json",
     log:
         "logs/train_gan.log",
+    priority: URA_PRIORITY
     conda:
         "../envs/poseless.yaml"
     threads: 1
-    priority: URA_PRIORITY
     resources:
         mem_mb=8000,
         runtime=1440,
@@ -36,10 +36,10 @@ rule train_pose:
         directory("data/pose"),
     log:
         "logs/train_pose.log",
+    priority: URA_PRIORITY
     conda:
         "../envs/poseless.yaml"
     threads: 1
-    priority: URA_PRIORITY
     resources:
         mem_mb=8000,
         runtime=720,
@@ -65,10 +65,10 @@ rule predict_poses:
         metrics="data/metrics/predict_poses.json",
     log:
         "logs/predict_poses.log",
+    priority: URA_PRIORITY
     conda:
         "../envs/poseless.yaml"
     threads: 1
-    priority: URA_PRIORITY
     resources:
         mem_mb=4000,
         runtime=60,
