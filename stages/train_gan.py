@@ -87,7 +87,8 @@ def main(argv=None, step_hook=None):
                 azimuth_range_deg=cfg.azimuth_range_deg,
                 seed=params.seed,
             )
-            healths[group] = (health, result.run_dir / "inspect")
+            inspect = result.run_dir / "inspect"
+            healths[group] = (health, inspect)
             report = health.to_dict()
             write_json_atomic(out / "health.json", report)
             records = read_metrics(result.metrics_path)
@@ -98,7 +99,6 @@ def main(argv=None, step_hook=None):
                 "n_train_masks": int(masks.shape[0]),
                 "last_losses": last_losses(records),
             }
-            inspect = result.run_dir / "inspect"
             inspect.mkdir(parents=True, exist_ok=True)
             for name in INSPECT:
                 if (out / name).is_file():
