@@ -17,27 +17,19 @@ into the resume folder, then exits 2 with advice; ``--out`` is not written.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from poseless.cli import run_stage, stage_parser, write_provenance
 from poseless.config import load_params, to_dict
 from poseless.data.prepared import PreparedDataset
 from poseless.geometry.cameras import resolve_render_camera
-from poseless.train.gan import (
-    last_losses,
-    load_train_masks,
-    raster_settings,
-    train_gan,
-)
-from poseless.train.gan_health import evaluate_gan_health, raise_if_unhealthy
-from poseless.train.groups import make_groups, write_groups
-from poseless.train.metrics_log import CURVES_FILE, read_metrics, write_curves_csv
+from poseless.train.gan_group import INSPECT, train_group
+from poseless.train.gan_health import raise_if_unhealthy
+from poseless.train.groups import make_groups, map_groups, write_groups
 from poseless.utils import atomic_path, seed_everything, write_json_atomic
 
 PARAMS = ("seed", "train_gan")
 STAGE = "train_gan"
-INSPECT = ("health.json", "samples.png", "curves.png")
 
 
 def main(argv=None, step_hook=None):
@@ -49,6 +41,12 @@ def main(argv=None, step_hook=None):
     )
     parser.add_argument(
         "--metrics", default="data/metrics/train_gan.json", help="DVC metrics (health checks)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="train up to this many groups side by side, one process each (the job's threads)",
     )
     args = parser.parse_args(argv)
     params = load_params(args.params, sections=PARAMS)
@@ -63,46 +61,23 @@ def main(argv=None, step_hook=None):
     healths = {}
     with atomic_path(args.out) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
-        for group in groups.names:
-            category = group if groups.per_category else None
-            masks = load_train_masks(dataset, cfg.image_size, cfg.binarize_real, category)
-            out = tmp / group
-            log.info("group %s: %d training masks", group, masks.shape[0])
-            result = train_gan(
-                masks,
-                cfg,
-                out,
-                Path(args.resume_dir) / group,
-                seed=params.seed,
-                camera=camera,
-                device=args.device,
-                step_hook=step_hook,
-            )
-            health = evaluate_gan_health(
-                result.generator,
-                masks,
-                cfg.health,
-                camera=camera,
-                raster=raster_settings(cfg, camera),
-                azimuth_range_deg=cfg.azimuth_range_deg,
-                seed=params.seed,
-            )
-            inspect = result.run_dir / "inspect"
+        results = map_groups(
+            train_group,
+            groups.names,
+            1 if step_hook else args.workers,
+            dataset_dir=args.dataset,
+            per_category=groups.per_category,
+            cfg=cfg,
+            out_root=tmp,
+            resume_root=Path(args.resume_dir),
+            seed=params.seed,
+            camera=camera,
+            device=args.device,
+            step_hook=step_hook,
+        )
+        for group, (health, entry, inspect) in results.items():
             healths[group] = (health, inspect)
-            report = health.to_dict()
-            write_json_atomic(out / "health.json", report)
-            records = read_metrics(result.metrics_path)
-            write_curves_csv(out / CURVES_FILE, records)  # DVC plots
-            metrics[group] = {
-                **report,
-                "iterations": result.steps,
-                "n_train_masks": int(masks.shape[0]),
-                "last_losses": last_losses(records),
-            }
-            inspect.mkdir(parents=True, exist_ok=True)
-            for name in INSPECT:
-                if (out / name).is_file():
-                    shutil.copyfile(out / name, inspect / name)
+            metrics[group] = entry
         write_json_atomic(args.metrics, metrics)
         write_groups(tmp, groups)
         extra = {

@@ -13,7 +13,6 @@ run continues from the last one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sys
@@ -23,15 +22,9 @@ from poseless.cli import run_stage, stage_parser, write_provenance
 from poseless.config import load_params
 from poseless.data.prepared import DatasetError
 from poseless.geometry.cameras import resolve_render_camera
-from poseless.train.groups import read_groups, write_groups
-from poseless.train.metrics_log import CURVES_FILE, read_metrics, write_curves_csv
-from poseless.train.pose import (
-    gan_camera_mismatch,
-    generator_fingerprint,
-    load_generator,
-    train_pose,
-)
-from poseless.utils import atomic_path, select_device
+from poseless.train.groups import map_groups, read_groups, write_groups
+from poseless.train.pose import gan_camera_mismatch, train_group
+from poseless.utils import atomic_path
 
 PARAMS = ("seed", "train_pose")
 STAGE = "train_pose"
@@ -45,6 +38,12 @@ def main(argv: list[str] | None = None, step_hook=None) -> None:
     parser.add_argument(
         "--resume-dir", default="data/.resume/train_pose", help="resumable checkpoints"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="train up to this many groups side by side, one process each (the job's threads)",
+    )
     args = parser.parse_args(argv)
     params = load_params(args.params, sections=PARAMS)
     cfg = params.train_pose
@@ -56,35 +55,22 @@ def main(argv: list[str] | None = None, step_hook=None) -> None:
     mismatch = gan_camera_mismatch(args.gan, camera)
     if mismatch:
         logging.getLogger(STAGE).warning(mismatch)
-    device = select_device(args.device)
-    steps = {}
     with atomic_path(args.out) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
-        for group in groups.names:
-            gan_dir = Path(args.gan) / group
-            sha = generator_fingerprint(gan_dir)
-            G = load_generator(gan_dir, device)
-            out = tmp / group
-            result = train_pose(
-                G,
-                cfg,
-                out,
-                Path(args.resume_dir) / group,
-                seed=params.seed,
-                camera=camera,
-                device=device,
-                generator_sha256=sha,
-                step_hook=step_hook,
-            )
-            extra = {
-                "group": group,
-                "generator_sha256": sha,
-                "camera": dataclasses.asdict(camera),
-                "steps": result.steps,
-            }
-            write_provenance(out, STAGE, params.to_dict(), extra)
-            write_curves_csv(out / CURVES_FILE, read_metrics(result.metrics_path))  # DVC plots
-            steps[group] = (result.steps, result.last_loss_deg)
+        steps = map_groups(
+            train_group,
+            groups.names,
+            1 if step_hook else args.workers,
+            gan_root=Path(args.gan),
+            cfg=cfg,
+            config=params.to_dict(),
+            out_root=tmp,
+            resume_root=Path(args.resume_dir),
+            seed=params.seed,
+            camera=camera,
+            device=args.device,
+            step_hook=step_hook,
+        )
         write_groups(tmp, groups)
         write_provenance(tmp, STAGE, params.to_dict(), {"groups": list(groups.names)})
     summary = ", ".join(

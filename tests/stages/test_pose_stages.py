@@ -210,3 +210,25 @@ def test_missing_generator_or_regressor_is_a_clear_error(setup):
     with pytest.raises(ModelFileError, match="regressor.safetensors: regressor weights not found"):
         predict_poses.main(predict_args(s, "nowhere", "poses", "m.json"))
     assert not (t / "poses").exists() and not (t / "m.json").exists()
+
+
+def test_groups_trained_side_by_side_give_the_same_bytes(setup):
+    s, t = setup, setup["tmp"]
+    gan = t / "gan2"
+    for k, group in enumerate(("chair", "mug")):
+        torch.manual_seed(k)
+        G = Generator(z_dim=8, template_level=1)
+        save_model(gan / group / "generator.safetensors", G, G.config())
+    write_groups(gan, Groups(True, ("chair", "mug")))
+    s = dict(s, gan=gan)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers get workers // processes = 1 thread each
+    try:
+        train_pose.main(train_args(s, "serial", "resume_s"))
+        train_pose.main([*train_args(s, "parallel", "resume_p"), "--workers", "2"])
+    finally:
+        torch.set_num_threads(n)
+    a, b = folder_bytes(t / "serial"), folder_bytes(t / "parallel")
+    assert {k.split("/")[0] for k in a} == {"chair", "mug", "config.yaml", "groups.json"}
+    assert a == b, [k for k in a if a[k] != b.get(k)]
+    assert a["chair/regressor.safetensors"] != a["mug/regressor.safetensors"]

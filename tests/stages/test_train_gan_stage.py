@@ -146,9 +146,16 @@ def test_end_to_end_deterministic_and_resumable(tmp_path, prepared):
         out / "airplane" / "generator.safetensors"
     ).read_bytes()
 
-    # A second run from scratch gives the same bytes.
+    # A second run from scratch gives the same bytes; so does one that trains the two
+    # groups side by side in two processes (one thread each, as this process).
     stage.main(args(params, prepared, b))
     assert tree_bytes(out) == tree_bytes(b / "gan")
+    c = tmp_path / "c"
+    stage.main([*args(params, prepared, c), "--workers", "2"])
+    assert tree_bytes(out) == tree_bytes(c / "gan")
+    assert (c / "metrics" / "train_gan.json").read_bytes() == (
+        a / "metrics" / "train_gan.json"
+    ).read_bytes()
     assert (a / "metrics" / "train_gan.json").read_bytes() == (
         b / "metrics" / "train_gan.json"
     ).read_bytes()

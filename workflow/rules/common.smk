@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from poseless.config import load_params, to_dict
+from poseless.train.groups import configured_groups
 
 ROOT = Path(workflow.basedir)
 # The params file the stage scripts read: the last --configfile, else params.yaml.
@@ -129,6 +130,13 @@ GPU_STAGES = (
     "train_pose",
     "train_recon",
 )
+
+
+# URA stages (a) and (b) train one model per group (poseless.train.groups) and the
+# job trains its groups side by side, a process per thread: a thread per group, when
+# the config names the groups (Snakemake caps it at --cores).
+_GROUPS = configured_groups(PARAMS)
+GROUP_THREADS = len(_GROUPS) if _GROUPS else 2
 
 
 # URA's chain (GAN -> pose -> pseudo poses -> ura) is the longest path of the DAG: with

@@ -11,7 +11,7 @@ rule train_gan:
     priority: URA_PRIORITY
     conda:
         "../envs/poseless.yaml"
-    threads: 1
+    threads: GROUP_THREADS
     resources:
         mem_mb=8000,
         runtime=1440,
@@ -22,7 +22,7 @@ rule train_gan:
         stage_cmd(
             "train_gan",
             "--dataset {input.dataset} --out {output.gan} --metrics {output.metrics}"
-            " --resume-dir data/.resume/train_gan 2> {log}",
+            " --resume-dir data/.resume/train_gan --workers {threads} 2> {log}",
         )
 
 
@@ -39,7 +39,7 @@ rule train_pose:
     priority: URA_PRIORITY
     conda:
         "../envs/poseless.yaml"
-    threads: 1
+    threads: GROUP_THREADS
     resources:
         mem_mb=8000,
         runtime=720,
@@ -50,7 +50,7 @@ rule train_pose:
         stage_cmd(
             "train_pose",
             "--gan {input.gan} --dataset {input.dataset} --out {output}"
-            " --resume-dir data/.resume/train_pose 2> {log}",
+            " --resume-dir data/.resume/train_pose --workers {threads} 2> {log}",
         )
 
 

@@ -54,7 +54,8 @@ def snakemake_jobs(configfile: str = "params.yaml") -> list:
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         wapi = api.workflow(
             snakefile=ROOT / "Snakefile",
-            resource_settings=ResourceSettings(cores=1),
+            # uncapped, so that {threads} in a command is the rule's own value
+            resource_settings=ResourceSettings(cores=1024),
             config_settings=ConfigSettings(configfiles=[ROOT / configfile]),
             storage_settings=StorageSettings(),
             workdir=ROOT,

@@ -17,10 +17,14 @@ Layout of a grouped folder (``data/gan``, ``data/pose``)::
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from poseless.errors import PoselessError
 from poseless.utils import write_json_atomic
@@ -112,3 +116,47 @@ def read_groups(folder: str | Path, stage: str) -> Groups:
     if missing:
         raise GroupError(f"{path}: group folders {missing} are missing")
     return Groups(per_category, names)
+
+
+def _init_worker(torch_threads: int) -> None:
+    """A group worker: ``torch_threads`` threads (the parent's OMP_NUM_THREADS is the
+    whole job's) and the stages' log format on stderr."""
+    import torch
+
+    torch.set_num_threads(torch_threads)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def map_groups(
+    fn: Callable[..., Any], names: Sequence[str], workers: int, **kwargs: Any
+) -> dict[str, Any]:
+    """``{group: fn(group, **kwargs)}`` for every group, in ``names`` order.
+
+    ``workers <= 1`` (or one group) runs them one after another in this process.
+    Otherwise up to ``workers`` spawned processes train groups side by side, each
+    with ``workers // processes`` torch threads: the groups are independent (each
+    seeds its own RNGs), so a group's result does not depend on which process ran
+    it, only on its thread count. ``fn`` and ``kwargs`` must be picklable (a
+    module-level function; no hooks). The first failure is re-raised.
+    """
+    names = list(names)
+    processes = min(max(1, workers), len(names))
+    if processes <= 1:
+        return {name: fn(name, **kwargs) for name in names}
+    threads = max(1, workers // processes)
+    logging.getLogger("poseless").info(
+        "training %d groups in %d processes of %d thread(s)", len(names), processes, threads
+    )
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_init_worker, initargs=(threads,)
+    ) as pool:
+        futures = {name: pool.submit(fn, name, **kwargs) for name in names}
+        try:
+            return {name: futures[name].result() for name in names}
+        except BaseException:
+            for future in futures.values():
+                future.cancel()
+            raise

@@ -45,6 +45,7 @@ import torch
 import yaml
 from PIL import Image
 
+from poseless.cli import write_provenance
 from poseless.config import TrainPoseConfig
 from poseless.errors import PoselessError
 from poseless.geometry.cameras import LookAtCamera, kato_extrinsics
@@ -53,7 +54,7 @@ from poseless.models.pose_regressor import PoseRegressor, angle_error_deg
 from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
 from poseless.train.checkpoint import CheckpointError, load_model, save_model
 from poseless.train.loop import keyed_loop
-from poseless.train.metrics_log import read_metrics
+from poseless.train.metrics_log import CURVES_FILE, read_metrics, write_curves_csv
 from poseless.utils import (
     file_sha256,
     select_device,
@@ -421,3 +422,49 @@ def generator_fingerprint(gan_dir: str | Path) -> str:
     if not path.is_file():
         raise ModelFileError(f"{path}: generator weights not found; run the train_gan stage first")
     return file_sha256(path)
+
+
+def train_group(
+    group: str,
+    *,
+    gan_root: Path,
+    cfg: TrainPoseConfig,
+    config: dict,
+    out_root: Path,
+    resume_root: Path,
+    seed: int,
+    camera: LookAtCamera,
+    device: str,
+    step_hook: Callable[[int], None] | None = None,
+) -> tuple[int, float]:
+    """Stage ``train_pose`` for one group: the regressor of ``gan_root/<group>``'s generator
+    into ``out_root/<group>`` (with provenance and DVC curves).
+
+    Returns (iterations, last batch error in degrees). Module-level so that
+    :func:`poseless.train.groups.map_groups` can run each group in its own process.
+    """
+    gan_dir = Path(gan_root) / group
+    sha = generator_fingerprint(gan_dir)
+    dev = select_device(device)
+    G = load_generator(gan_dir, dev)
+    out = Path(out_root) / group
+    result = train_pose(
+        G,
+        cfg,
+        out,
+        Path(resume_root) / group,
+        seed=seed,
+        camera=camera,
+        device=dev,
+        generator_sha256=sha,
+        step_hook=step_hook,
+    )
+    extra = {
+        "group": group,
+        "generator_sha256": sha,
+        "camera": dataclasses.asdict(camera),
+        "steps": result.steps,
+    }
+    write_provenance(out, "train_pose", config, extra)
+    write_curves_csv(out / CURVES_FILE, read_metrics(result.metrics_path))  # DVC plots
+    return result.steps, result.last_loss_deg
