@@ -659,6 +659,27 @@ class SdfReconSettings:
 
 
 @dataclass(frozen=True)
+class TrainSubsetSettings:
+    """Train on the views near a few azimuths only (URA Fig. 5: sparse, non-uniform poses).
+
+    Selects by the manifest's ground-truth azimuth, so it needs a dataset that
+    records one (the synthetic data, ShapeNet/NMR); the reconstructor still sees no
+    pose. Evaluation uses the whole test split, as in the paper.
+    """
+
+    azimuths_deg: tuple[float, ...] = ()
+    """Keep train items whose azimuth lies within ``width_deg / 2`` of one of these
+    (Kato convention, degrees); empty: the whole train split."""
+    width_deg: float = 15.0
+    """Width of each kept azimuth window (URA: one of 24 views, 15 degrees)."""
+
+    def validate(self) -> None:
+        """A positive width below 360 degrees."""
+        if not 0.0 < self.width_deg < 360.0:
+            raise ValueError(f"width_deg: must lie in (0, 360), got {self.width_deg}")
+
+
+@dataclass(frozen=True)
 class ReconSettings:
     """The resolved settings of one ``train_recon`` experiment."""
 
@@ -701,6 +722,8 @@ class ReconSettings:
     """SDF representation settings (ShapeClipper, ``poseless``)."""
     view_discriminator: ViewDiscriminatorSettings = field(default_factory=ViewDiscriminatorSettings)
     """URA's view discriminator D2."""
+    train_subset: TrainSubsetSettings = field(default_factory=TrainSubsetSettings)
+    """Train on a sparse azimuth subset of the train split (robustness benchmark)."""
 
     @property
     def uses_pseudo_poses(self) -> bool:
@@ -746,6 +769,13 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         "representation": "mesh",
         "pose_source": "pseudo",
         "view_discriminator": {"enabled": True, "pose_aware": True},
+    },
+    # URA Fig. 5's third subset: views {0, 4, 5, 6, 12, 18} of 24 (sparse, non-uniform)
+    "ura_sparse_azimuth": {
+        "representation": "mesh",
+        "pose_source": "pseudo",
+        "view_discriminator": {"enabled": True, "pose_aware": False},
+        "train_subset": {"azimuths_deg": [0.0, 60.0, 75.0, 90.0, 180.0, 270.0]},
     },
     "shapeclipper": {"representation": "sdf", "pose_source": "joint"},
     "shapeclipper_no_ssc": {"representation": "sdf", "pose_source": "joint", "sdf": {"ssc": False}},
@@ -1169,6 +1199,8 @@ class ReportConfig:
     """Histogram bins of the predicted-vs-true azimuth plots."""
     knn_items: int = 4
     """Query images shown with their neighbours in the kNN sheet."""
+    notes: tuple[str, ...] = ()
+    """Free-text paragraphs (e.g. why a claim does not hold) printed under the claims table."""
 
     def validate(self) -> None:
         """Positive sizes."""

@@ -1,5 +1,6 @@
 """train_recon's representation-independent part: inputs, pose sources, plumbing, interface."""
 
+import dataclasses
 import json
 import math
 
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from poseless.config import PrepareDataConfig, TrainReconConfig
+from poseless.config import PrepareDataConfig, TrainReconConfig, TrainSubsetSettings
 from poseless.data.prepare import write_prepared
 from poseless.data.prepared import DatasetError, PreparedDataset
 from poseless.data.raw import RawItem
@@ -22,6 +23,7 @@ from poseless.train.recon import (
     derive_seed,
     finish_metrics,
     get_backend,
+    in_azimuth_windows,
     load_recon_data,
     load_reconstructor,
     read_pseudo_poses,
@@ -196,3 +198,42 @@ def test_backends_and_loader_errors(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"config": {"model": {}}}))
     with pytest.raises(CheckpointError, match="no readable config with a representation"):
         load_reconstructor(tmp_path)
+
+
+def test_in_azimuth_windows_wraps_and_matches_a_slow_reference():
+    subset = TrainSubsetSettings(azimuths_deg=(0.0, 60.0, 350.0), width_deg=15.0)
+    az = np.random.default_rng(1).uniform(-30.0, 400.0, 500)
+    az = np.concatenate([az, [7.5, 7.6, 352.5, 342.5, 342.4, 67.5, 52.5, 52.4]])
+    expected = [
+        any(min(abs(a - c) % 360.0, 360.0 - abs(a - c) % 360.0) <= 7.5 for c in (0, 60, 350))
+        for a in az
+    ]
+    np.testing.assert_array_equal(in_azimuth_windows(az, subset), expected)
+    assert in_azimuth_windows(np.array([1.0, 200.0]), TrainSubsetSettings()).all()
+
+
+def test_train_subset_keeps_the_windows_of_the_train_split_only(tmp_path):
+    # train azimuths 0, 15, 30, 45; the val items (60, 75) are never trained on
+    ds = prepared(tmp_path / "ds")
+    settings = resolve(
+        "bl_unsup", train_subset={"azimuths_deg": [15.0, 45.0, 75.0], "width_deg": 10.0}
+    )
+    data = load_recon_data(ds, settings)
+    assert data.ids == ("i1", "i3")
+    assert data.images.shape[0] == 2 and data.masks.shape[0] == 2
+    settings = resolve("bl_unsup", train_subset={"azimuths_deg": [75.0], "width_deg": 10.0})
+    with pytest.raises(DatasetError, match=r"manifest.parquet: no train item.*75"):
+        load_recon_data(ds, settings)
+    nogt = prepared(tmp_path / "nogt", gt=False)
+    settings = resolve("bl_unsup", train_subset={"azimuths_deg": [15.0]})
+    with pytest.raises(DatasetError, match=r"manifest.parquet: train_subset.*4 train item"):
+        load_recon_data(nogt, settings)
+
+
+def test_sparse_azimuth_experiment_is_ura_on_uras_third_subset():
+    sparse, ura = resolve("ura_sparse_azimuth"), resolve("ura")
+    assert sparse.train_subset.azimuths_deg == (0.0, 60.0, 75.0, 90.0, 180.0, 270.0)
+    assert sparse.train_subset.width_deg == 15.0
+    assert dataclasses.replace(sparse, train_subset=ura.train_subset) == ura
+    with pytest.raises(ValueError, match="width_deg"):
+        resolve("ura", train_subset={"azimuths_deg": [0.0], "width_deg": 0.0})

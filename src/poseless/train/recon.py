@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import math
 import shutil
 from collections.abc import Callable
@@ -48,7 +49,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from poseless.config import ReconSettings, to_dict
+from poseless.config import ReconSettings, TrainSubsetSettings, to_dict
 from poseless.data.prepared import DatasetError, PreparedDataset, read_id_table
 from poseless.errors import PoselessError
 from poseless.train.checkpoint import CheckpointError, sidecar_path
@@ -212,6 +213,8 @@ def load_recon_data(
     ids = dataset.ids(split)
     if not ids:
         raise DatasetError(f"{dataset.root}: no items in split {split!r}")
+    if split == "train" and settings.train_subset.azimuths_deg:
+        ids = select_train_subset(dataset, ids, settings.train_subset)
     recorded = dataset.meta.get("camera") is not None
     camera = dataset_camera(dataset) if needs_camera or recorded else None
     rows = dataset.manifest.set_index("id").loc[ids]
@@ -272,6 +275,45 @@ def load_recon_data(
         neighbours=table,
         normals=maps,
     )
+
+
+def in_azimuth_windows(azimuth_deg: np.ndarray, subset: TrainSubsetSettings) -> np.ndarray:
+    """Boolean mask: which azimuths (degrees) lie within ``width_deg / 2`` of a window centre."""
+    azimuth_deg = np.asarray(azimuth_deg, dtype=np.float64)
+    if not subset.azimuths_deg:
+        return np.ones(azimuth_deg.shape, dtype=bool)
+    centres = np.asarray(subset.azimuths_deg, dtype=np.float64)
+    gap = np.abs((azimuth_deg[:, None] - centres[None, :] + 180.0) % 360.0 - 180.0)
+    return (gap <= subset.width_deg / 2.0).any(axis=1)
+
+
+def select_train_subset(
+    dataset: PreparedDataset, ids: list[str], subset: TrainSubsetSettings
+) -> list[str]:
+    """The train ids whose ground-truth azimuth lies in one of ``subset``'s windows."""
+    manifest = dataset.root / "manifest.parquet"
+    azimuth = dataset.manifest.set_index("id").loc[ids, "azimuth_deg"].to_numpy(np.float64)
+    if not np.isfinite(azimuth).all():
+        raise DatasetError(
+            f"{manifest}: train_subset selects views by ground-truth azimuth, but "
+            f"{int((~np.isfinite(azimuth)).sum())} train item(s) have none; drop train_subset "
+            "for this dataset"
+        )
+    keep = in_azimuth_windows(azimuth, subset)
+    if not keep.any():
+        raise DatasetError(
+            f"{manifest}: no train item has an azimuth within {subset.width_deg / 2:g} deg of "
+            f"train_subset.azimuths_deg {list(subset.azimuths_deg)}"
+        )
+    kept = [i for i, k in zip(ids, keep, strict=True) if k]
+    logging.getLogger("poseless").info(
+        "train_subset: %d of %d train items within %g deg of azimuths %s",
+        len(kept),
+        len(ids),
+        subset.width_deg / 2,
+        list(subset.azimuths_deg),
+    )
+    return kept
 
 
 def derive_seed(global_seed: int, run_seed: int) -> int:
