@@ -31,8 +31,8 @@ def test_build_report_with_nothing_says_so_in_every_section(tmp_path):
     )
     assert info["experiments"] == {}
     assert info["sections"] == [
-        "Overview", "Results", "Samples", "Pseudo poses", "Training curves", "GAN samples",
-        "kNN neighbours", "Pseudo-label provenance", "Inputs",
+        "Overview", "Results (headline)", "Claims", "Results", "Samples", "Pseudo poses",
+        "Training curves", "GAN samples", "kNN neighbours", "Pseudo-label provenance", "Inputs",
     ]  # fmt: skip
     page = (out / "index.html").read_text()
     assert page.count('class="missing"') >= 9

@@ -31,6 +31,7 @@ import yaml
 from PIL import Image
 
 from poseless.evaluate.align import rotation_y
+from poseless.report import claims as C
 from poseless.report import tables as T
 from poseless.report.turntable import (
     RenderSettings,
@@ -218,6 +219,32 @@ def results_section(page: Page, runs: dict, metrics, adapter: str) -> str:
     )
     page.add("Results", "".join(parts))
     return "\n".join(md)
+
+
+def claims_sections(page: Page, inputs: ReportInputs, runs: dict, cfg) -> tuple[str, list[dict]]:
+    """Headline table and the papers' claims on our numbers; returns (Markdown, claims.json rows).
+
+    Pseudo-pose errors come from the ``poses`` folder's poses.parquet, the normals'
+    noise condition from the ``normals`` folder's config.yaml (:mod:`poseless.report.claims`).
+    """
+    agg = T.aggregate_runs(runs)
+    headline = C.headline_table(agg)
+    poses, normals = inputs.folders.get("poses"), inputs.folders.get("normals")
+    results = C.evaluate_claims(agg, C.pose_errors_by_category(poses), C.normals_condition(normals))
+    table = C.claims_table(results)
+    if runs:
+        page.add("Results (headline)", T.to_html(headline))
+    else:
+        page.add("Results (headline)", missing("no evaluate outputs found: nothing to tabulate"))
+    sources = (
+        f"<p>Pseudo-pose errors: {html.escape(str(poses))}/poses.parquet; normals: "
+        f"{html.escape(str(normals))}/config.yaml. Verdicts compare means over seeds.</p>"
+    )
+    notes = "".join(f"<p>{html.escape(n)}</p>" for n in cfg.notes)
+    page.add("Claims", T.to_html(table) + sources + notes)
+    md = ["## Results (headline)\n", T.to_markdown(headline), "## Claims\n", T.to_markdown(table)]
+    md += [f"{n}\n" for n in cfg.notes]
+    return "\n".join(md) + "\n", C.claims_json(results)
 
 
 def samples_section(page: Page, inputs: ReportInputs, runs: dict, cfg) -> None:
@@ -455,7 +482,7 @@ def extras_section(page: Page, inputs: ReportInputs) -> None:
 
 
 def build_report(inputs: ReportInputs, cfg, out_dir: str | Path) -> dict:
-    """Write ``index.html``, ``summary.md`` and ``assets/`` into ``out_dir`` (an existing, empty folder).
+    """Write ``index.html``, ``summary.md``, ``claims.json`` and ``assets/`` into ``out_dir`` (an existing, empty folder).
 
     Args:
         inputs: where the artifacts are.
@@ -468,6 +495,7 @@ def build_report(inputs: ReportInputs, cfg, out_dir: str | Path) -> dict:
     runs = T.collect_runs(inputs.eval_root)
     meta = overview_section(page, inputs, runs)
     adapter = str(meta.get("adapter", "unknown"))
+    claims_md, claims = claims_sections(page, inputs, runs, cfg)
     md = results_section(page, runs, cfg.metrics, adapter)
     samples_section(page, inputs, runs, cfg)
     poses_section(page, inputs, cfg)
@@ -480,7 +508,8 @@ def build_report(inputs: ReportInputs, cfg, out_dir: str | Path) -> dict:
     head = f"# Poseless results\n\nDataset adapter: {adapter}."
     if adapter == "synthetic":
         head += " Synthetic data: not comparable with the papers' numbers."
-    (out / "summary.md").write_text(head + "\n\n" + md)
+    (out / "summary.md").write_text(head + "\n\n" + claims_md + "\n## All results\n\n" + md)
+    (out / "claims.json").write_text(json.dumps(claims, indent=2, ensure_ascii=False) + "\n")
     return {
         "experiments": {e: list(s) for e, s in runs.items()},
         "sections": [t for t, _ in page.sections],
