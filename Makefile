@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 SMK := snakemake --profile workflow/profiles/default --cores $(CORES)
 SMK_CONFIG := $(if $(filter params.yaml,$(PARAMS)),,--configfile $(PARAMS))
 
-.PHONY: help setup system-deps run test test-fast lint format dryrun schema dvc-yaml clean publish sync
+.PHONY: help setup system-deps run bench test test-fast lint format dryrun schema dvc-yaml clean publish sync
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,6 +24,9 @@ setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
 
 run: setup  ## quick start 1: run the whole default pipeline (params.yaml) on the embedded dataset
 	$(SMK) $(SMK_CONFIG)
+
+bench: setup  ## the benchmark (config/bench.yaml: 3 seeds, every ablation, the papers' claims; ~90 min on 2 cores)
+	$(SMK) --configfile config/bench.yaml
 
 system-deps:  ## Debian packages the tests use (headless Chromium for the report test, single-node SLURM)
 	@command -v chromium >/dev/null || { \

@@ -69,3 +69,20 @@ def test_workflow_files_are_snakefmt_formatted():
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_bench_config_plans_three_seeds_of_every_claim_experiment(workflow_copy):
+    proc = run_snakemake(
+        workflow_copy, "-n", "--quiet", "rules", "--configfile", "config/bench.yaml"
+    )
+    out = proc.stdout + proc.stderr
+    counts = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    experiments = 9  # bl_gt_pose ... poseless, ura_sparse_azimuth: every claim's experiments
+    assert counts["train_recon"] == 3 * experiments, out
+    assert counts["evaluate"] == 3 * experiments, out
+    for rule in ("train_gan", "train_pose", "predict_poses", "build_knn", "estimate_normals"):
+        assert counts[rule] == 1, (rule, out)
