@@ -1,0 +1,136 @@
+"""Where do URA's pseudo poses go wrong: the GAN's shape, or the regressor?
+
+For each category (generator group) of a finished run, three nearest-neighbour pose
+estimates of the real masks, each scored after the best global azimuth alignment
+(offset and reflection, as ``predict_poses`` scores the regressor):
+
+* ``gan_nn``: the azimuth of the most similar (mask IoU) render of the GAN, over
+  ``--codes`` codes x azimuths every ``--step`` degrees. When this fails too, the
+  generator's shape is wrong: its silhouettes match the real ones at the wrong
+  azimuths (the shape-pose ambiguity left unresolved), and no regressor trained on
+  its renders can do better.
+* ``real_nn``: the ground-truth azimuth of the most similar *other* real mask of the
+  category: the ceiling of silhouette matching at this resolution.
+* ``regressor``: the ``predict_poses`` table's aligned error (when ``--poses``).
+
+    .venv/bin/python benchmarks/diagnose_pseudo_poses.py                # data/ of the last run
+    .venv/bin/python benchmarks/diagnose_pseudo_poses.py --gan data/gan --size 32
+
+Prints one JSON object per category and a small table. Needs ground-truth azimuths
+(the synthetic data, ShapeNet/NMR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from poseless.data.prepared import PreparedDataset
+from poseless.geometry.cameras import kato_extrinsics
+from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
+from poseless.train.groups import read_groups
+from poseless.train.pose import load_generator
+from poseless.train.predict_poses import fit_alignment, resize_masks
+
+
+def iou_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of binary masks a (N, P) x b (M, P) -> (N, M)."""
+    inter = a @ b.T
+    return inter / (a.sum(1, keepdim=True) + b.sum(1)[None] - inter).clamp_min(1e-6)
+
+
+def aligned(pred_deg: np.ndarray, gt_deg: np.ndarray) -> dict:
+    e = fit_alignment(pred_deg, gt_deg, allow_reflection=True).errors_deg
+    return {
+        "median_deg": round(float(np.median(e)), 1),
+        "acc@15": round(float((e < 15).mean()), 3),
+        "acc@30": round(float((e < 30).mean()), 3),
+    }
+
+
+def gan_renders(gan_dir: Path, codes: int, step: float, size: int, camera: dict, seed: int):
+    """(codes * n_az, size * size) binary renders and their (codes * n_az,) azimuths."""
+    G = load_generator(gan_dir, "cpu")
+    raster = SoftRasterSettings(image_size=size, sigma=1e-4, fov_deg=camera["fov_deg"])
+    z = G.sample_z(codes, torch.Generator().manual_seed(seed))
+    azimuths = np.arange(0.0, 360.0, step)
+    sils = []
+    with torch.no_grad():
+        vertices, faces = G(z)
+        for a in azimuths:
+            R, t = kato_extrinsics(
+                torch.full((codes,), math.radians(a)),
+                math.radians(camera["elevation_deg"]),
+                camera["distance"],
+            )
+            sils.append(render_silhouettes(vertices, faces, R, t, raster)[:, 0] > 0.5)
+    return torch.cat(sils).flatten(1).float(), np.repeat(azimuths, codes)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="data/prepared")
+    parser.add_argument("--gan", default="data/gan")
+    parser.add_argument("--poses", default="data/poses/poses.parquet")
+    parser.add_argument("--size", type=int, default=32, help="mask side (the GAN's image_size)")
+    parser.add_argument("--codes", type=int, default=8)
+    parser.add_argument("--step", type=float, default=5.0, help="azimuth grid step, degrees")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    ds = PreparedDataset(args.dataset)
+    groups = read_groups(args.gan, "train_gan")
+    # render as the GAN's critic saw its samples: the camera train_gan recorded
+    record = yaml.safe_load((Path(args.gan) / "config.yaml").read_text())
+    camera = record["extra"]["camera"]
+    table = pd.read_parquet(args.poses) if Path(args.poses).is_file() else None
+    manifest = ds.manifest
+    rows = []
+    for group in groups.names:
+        items = manifest if not groups.per_category else manifest[manifest.category == group]
+        ids = items.id.tolist()
+        gt = items.azimuth_deg.to_numpy(np.float64)
+        if not np.isfinite(gt).all():
+            raise SystemExit(f"{args.dataset}: {group} items lack ground-truth azimuths")
+        real = resize_masks(ds.load(ids).masks.float(), args.size)[:, 0] > 0.5
+        real = real.flatten(1).float()
+        fake, fake_az = gan_renders(
+            Path(args.gan) / group, args.codes, args.step, args.size, camera, args.seed
+        )
+        to_gan = iou_matrix(real, fake)
+        to_real = iou_matrix(real, real).fill_diagonal_(-1.0)
+        row = {
+            "group": group,
+            "n": len(ids),
+            "gan_nn": aligned(fake_az[to_gan.argmax(1).numpy()], gt)
+            | {"best_iou": round(float(to_gan.max(1).values.mean()), 3)},
+            "real_nn": aligned(gt[to_real.argmax(1).numpy()], gt)
+            | {"best_iou": round(float(to_real.max(1).values.mean()), 3)},
+        }
+        if table is not None and "error_deg" in table:
+            e = table.set_index("id").loc[ids, "error_deg"].to_numpy(np.float64)
+            row["regressor"] = {"median_deg": round(float(np.median(e)), 1)}
+        rows.append(row)
+        print(json.dumps(row))
+    print("\n| group | regressor median | GAN-render NN median (IoU) | real NN median (IoU) |")
+    print("|---|---|---|---|")
+    for r in rows:
+        reg = r.get("regressor", {}).get("median_deg", "—")
+        g, q = r["gan_nn"], r["real_nn"]
+        print(
+            f"| {r['group']} | {reg} | {g['median_deg']} ({g['best_iou']}) "
+            f"| {q['median_deg']} ({q['best_iou']}) |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
