@@ -10,6 +10,7 @@ and the artifact copies of the training metrics drop ``wall_s``.
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -44,6 +45,23 @@ def test_two_tiny_runs_give_bitwise_identical_artifacts(tiny_run, tmp_path):
     assert not differing, f"{len(differing)} artifacts differ, first: {differing[:10]}"
 
 
+def _stage_workers(repo: Path) -> list[int]:
+    """Live multiprocessing workers (spawned: ``python -c ...spawn_main...``) in ``repo``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+            state = (entry / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if cwd == str(repo) and b"spawn_main" in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
 def _stage_pids(repo: Path, script: str) -> list[int]:
     """Processes running ``script`` with ``repo`` as working folder (ours, started below)."""
     pids = []
@@ -76,7 +94,8 @@ def test_a_stage_killed_mid_run_leaves_no_output_and_resumes(tiny_run, tmp_path)
     n = 12
     params["train_pose"].update(iterations=n, checkpoint_every=2, log_every=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # one regressor per GAN group, trained in order: the kill lands in the first
+    # one regressor per GAN group, the groups trained side by side (a process each):
+    # the kill lands once the first has a checkpoint, and must take the workers with it
     groups = json.loads((repo / "data/gan/groups.json").read_text())["groups"]
     resume = repo / "data/.resume/train_pose" / groups[0]
     with open(tmp_path / "killed.log", "w") as log:
@@ -103,15 +122,21 @@ def test_a_stage_killed_mid_run_leaves_no_output_and_resumes(tiny_run, tmp_path)
                 proc.kill()
     assert proc.returncode != 0
     assert not (repo / "data/pose").exists(), "a killed stage must not leave its output"
-    done = checkpoints(resume)
-    assert done and done[-1] < n, done
-    # the rerun continues from the newest checkpoint (tqdm starts at it) and finishes
+    time.sleep(2.0)  # an orphaned worker would write more checkpoints meanwhile
+    done = {g: checkpoints(repo / "data/.resume/train_pose" / g) for g in groups}
+    assert done[groups[0]] and all(not d or d[-1] < n for d in done.values()), done
+    assert not _stage_workers(repo), "the group workers must die with the stage"
+    # the rerun continues each group from its newest checkpoint (tqdm starts at it, or
+    # at 0 for a group without one) and finishes
     run_snakemake(repo, "data/pose")
     log = (repo / "logs/train_pose.log").read_text()
-    bars = [line for line in log.replace("\r", "\n").splitlines() if f"/{n} [" in line]
-    assert bars and f"| {done[-1]}/{n} [" in bars[0], log[-2000:]
-    if len(groups) > 1:  # the groups after the killed one had not started: from 0
-        assert f"| 0/{n} [" in log, log[-2000:]
+    starts = set()
+    for line in log.replace("\r", "\n").splitlines():
+        m = re.search(rf"^(\w+):.*\| (\d+)/{n} \[", line)
+        if m and m.group(1) not in {k for k, _ in starts}:
+            starts.add((m.group(1), int(m.group(2))))
+    expected = sorted(d[-1] if d else 0 for d in done.values())
+    assert sorted(s for _, s in starts) == expected, (starts, done, log[-2000:])
     for group in groups:
         metrics = repo / "data/pose" / group / "metrics.jsonl"
         steps = [json.loads(line)["step"] for line in metrics.open()]

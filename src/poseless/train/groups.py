@@ -19,7 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import re
+import signal
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -118,9 +121,23 @@ def read_groups(folder: str | Path, stage: str) -> Groups:
     return Groups(per_category, names)
 
 
-def _init_worker(torch_threads: int) -> None:
-    """A group worker: ``torch_threads`` threads (the parent's OMP_NUM_THREADS is the
-    whole job's) and the stages' log format on stderr."""
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel SIGKILL this worker when its parent dies, so that a killed
+    stage leaves no orphan training on into its resume folder; exit now if the parent
+    is already gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _init_worker(torch_threads: int, parent_pid: int) -> None:
+    """A group worker: dies with the stage, ``torch_threads`` threads (the parent's
+    OMP_NUM_THREADS is the whole job's) and the stages' log format on stderr."""
+    _die_with_parent(parent_pid)
     import torch
 
     torch.set_num_threads(torch_threads)
@@ -151,7 +168,7 @@ def map_groups(
     )
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        processes, mp_context=context, initializer=_init_worker, initargs=(threads,)
+        processes, mp_context=context, initializer=_init_worker, initargs=(threads, os.getpid())
     ) as pool:
         futures = {name: pool.submit(fn, name, **kwargs) for name in names}
         try:
