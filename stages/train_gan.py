@@ -57,8 +57,6 @@ def main(argv=None, step_hook=None):
     groups = make_groups((dataset.row(i)["category"] for i in train_ids), cfg.per_category)
     camera = resolve_render_camera(cfg, dataset.meta)
     log = logging.getLogger(STAGE)
-    metrics: dict = {}
-    healths = {}
     with atomic_path(args.out) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         results = map_groups(
@@ -75,9 +73,8 @@ def main(argv=None, step_hook=None):
             device=args.device,
             step_hook=step_hook,
         )
-        for group, (health, entry, inspect) in results.items():
-            healths[group] = (health, inspect)
-            metrics[group] = entry
+        healths = {g: (health, inspect) for g, (health, _, inspect) in results.items()}
+        metrics = {g: entry for g, (_, entry, _) in results.items()}
         write_json_atomic(args.metrics, metrics)
         write_groups(tmp, groups)
         extra = {

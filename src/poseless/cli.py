@@ -29,7 +29,7 @@ from poseless import __version__
 from poseless.config import ConfigError
 from poseless.data.prepared import DatasetError
 from poseless.errors import PoselessError
-from poseless.utils import write_yaml_atomic
+from poseless.utils import LOG_FORMAT, write_yaml_atomic
 
 USER_ERRORS = (ConfigError, DatasetError, PoselessError, FileNotFoundError)
 
@@ -50,11 +50,7 @@ def stage_parser(description: str | None) -> argparse.ArgumentParser:
 
 def run_stage(main: Callable[[], object]) -> None:
     """Run a stage's ``main``; user errors print one clear line and exit 2."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     try:
         main()
     except USER_ERRORS as exc:

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""The stages' log line (stderr), in the stage process and in its group workers."""
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:

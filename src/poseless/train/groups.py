@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from poseless.errors import PoselessError
-from poseless.utils import write_json_atomic
+from poseless.utils import LOG_FORMAT, write_json_atomic
 
 GROUPS_FILE = "groups.json"
 """The group index of a grouped model folder."""
@@ -141,9 +141,7 @@ def _init_worker(torch_threads: int, parent_pid: int) -> None:
     import torch
 
     torch.set_num_threads(torch_threads)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
 
 
 def map_groups(
