@@ -86,3 +86,30 @@ def test_bench_config_plans_three_seeds_of_every_claim_experiment(workflow_copy)
     assert counts["evaluate"] == 3 * experiments, out
     for rule in ("train_gan", "train_pose", "predict_poses", "build_knn", "estimate_normals"):
         assert counts[rule] == 1, (rule, out)
+
+
+def _threads_per_rule(dry_run_output: str) -> dict[str, set[int]]:
+    """rule -> the thread counts of its jobs in a ``snakemake -n`` printout (1 when unstated)."""
+    threads: dict[str, set[int]] = {}
+    rule, seen = None, 1
+    for line in [*dry_run_output.splitlines(), "rule end:"]:
+        head = line.strip()
+        if head.startswith(("rule ", "localrule ")) and head.endswith(":"):
+            if rule is not None:
+                threads.setdefault(rule, set()).add(seen)
+            rule, seen = head.split()[1].rstrip(":"), 1
+        elif head.startswith("threads:") and rule is not None:
+            seen = int(head.split()[1])
+    return threads
+
+
+def test_evaluate_jobs_take_a_thread_per_configured_worker(workflow_copy):
+    # params.yaml: evaluate.workers 2; config/bench.yaml: 1, so that evaluations run
+    # beside the one-thread training jobs on two cores
+    default = _threads_per_rule(run_snakemake(workflow_copy, "-n").stdout)
+    bench = _threads_per_rule(
+        run_snakemake(workflow_copy, "-n", "--configfile", "config/bench.yaml").stdout
+    )
+    assert default["evaluate"] == {2}, default
+    assert bench["evaluate"] == {1}, bench
+    assert bench["train_gan"] == {2}, bench  # one process per category

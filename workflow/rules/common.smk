@@ -138,6 +138,10 @@ GPU_STAGES = (
 _GROUPS = configured_groups(PARAMS)
 GROUP_THREADS = len(_GROUPS) if _GROUPS else 2
 
+# evaluate scores items in evaluate.workers processes: a thread each. One worker lets
+# evaluations run beside training jobs on a small machine (config/bench.yaml).
+EVAL_THREADS = PARAMS.evaluate.workers
+
 
 # URA's chain (GAN -> pose -> pseudo poses -> ura) is the longest path of the DAG: with
 # few cores, start it before the baselines that do not depend on it.

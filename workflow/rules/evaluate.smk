@@ -11,7 +11,7 @@ rule evaluate:
         "logs/evaluate/{exp}-seed{seed}.log",
     conda:
         "../envs/poseless.yaml"
-    threads: 2
+    threads: EVAL_THREADS
     resources:
         mem_mb=4000,
         runtime=120,
