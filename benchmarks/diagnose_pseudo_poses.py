@@ -12,6 +12,13 @@ estimates of the real masks, each scored after the best global azimuth alignment
 * ``real_nn``: the ground-truth azimuth of the most similar *other* real mask of the
   category: the ceiling of silhouette matching at this resolution.
 * ``regressor``: the ``predict_poses`` table's aligned error (when ``--poses``).
+* ``regressor_on_gan``: the trained regressor (``--pose``) on the GAN renders above,
+  against their true azimuths (same frame, no alignment). Small here and large on the
+  real masks: the regressor fits the generator's shapes and does not transfer to the
+  real ones (too little shape diversity in the GAN), not a training failure.
+
+Each aligned entry has ``flip``: the share of errors above 150 deg (front and back
+confused: a GAN shape that is nearly symmetric front to back at this resolution).
 
     .venv/bin/python benchmarks/diagnose_pseudo_poses.py                # data/ of the last run
     .venv/bin/python benchmarks/diagnose_pseudo_poses.py --gan data/gan --size 32
@@ -36,8 +43,8 @@ from poseless.data.prepared import PreparedDataset
 from poseless.geometry.cameras import kato_extrinsics
 from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
 from poseless.train.groups import read_groups
-from poseless.train.pose import load_generator
-from poseless.train.predict_poses import fit_alignment, resize_masks
+from poseless.train.pose import load_generator, load_regressor
+from poseless.train.predict_poses import fit_alignment, predict_azimuths, resize_masks
 
 
 def iou_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -52,6 +59,22 @@ def aligned(pred_deg: np.ndarray, gt_deg: np.ndarray) -> dict:
         "median_deg": round(float(np.median(e)), 1),
         "acc@15": round(float((e < 15).mean()), 3),
         "acc@30": round(float((e < 30).mean()), 3),
+        "flip": round(float((e > 150).mean()), 3),
+    }
+
+
+def regressor_on_renders(pose_dir: Path, renders: torch.Tensor, azimuths: np.ndarray) -> dict:
+    """Error of a trained regressor on GAN renders (P = S * S flattened) at known azimuths."""
+    regressor, info = load_regressor(pose_dir, "cpu")
+    side = int(round(math.sqrt(renders.shape[1])))
+    masks = renders.view(-1, 1, side, side)
+    pred = predict_azimuths(
+        regressor, masks.split(256), info.input_size, torch.device("cpu"), binarize=True
+    )
+    e = np.abs((pred - azimuths + 180.0) % 360.0 - 180.0)
+    return {
+        "median_deg": round(float(np.median(e)), 1),
+        "acc@15": round(float((e < 15).mean()), 3),
     }
 
 
@@ -79,6 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="data/prepared")
     parser.add_argument("--gan", default="data/gan")
     parser.add_argument("--poses", default="data/poses/poses.parquet")
+    parser.add_argument("--pose", default="data/pose", help="train_pose output (regressors)")
     parser.add_argument("--size", type=int, default=32, help="mask side (the GAN's image_size)")
     parser.add_argument("--codes", type=int, default=8)
     parser.add_argument("--step", type=float, default=5.0, help="azimuth grid step, degrees")
@@ -117,16 +141,27 @@ def main(argv=None) -> int:
         }
         if table is not None and "error_deg" in table:
             e = table.set_index("id").loc[ids, "error_deg"].to_numpy(np.float64)
-            row["regressor"] = {"median_deg": round(float(np.median(e)), 1)}
+            row["regressor"] = {
+                "median_deg": round(float(np.median(e)), 1),
+                "acc@15": round(float((e < 15).mean()), 3),
+                "flip": round(float((e > 150).mean()), 3),
+            }
+        if (Path(args.pose) / group).is_dir():
+            row["regressor_on_gan"] = regressor_on_renders(Path(args.pose) / group, fake, fake_az)
         rows.append(row)
         print(json.dumps(row))
-    print("\n| group | regressor median | GAN-render NN median (IoU) | real NN median (IoU) |")
-    print("|---|---|---|---|")
+    print(
+        "\n| group | regressor median (flip) | regressor on GAN renders "
+        "| GAN-render NN median (flip, IoU) | real NN median (IoU) |"
+    )
+    print("|---|---|---|---|---|")
     for r in rows:
-        reg = r.get("regressor", {}).get("median_deg", "—")
+        reg = r.get("regressor")
+        reg = f"{reg['median_deg']} ({reg['flip']})" if reg else "—"
+        on_gan = r.get("regressor_on_gan", {}).get("median_deg", "—")
         g, q = r["gan_nn"], r["real_nn"]
         print(
-            f"| {r['group']} | {reg} | {g['median_deg']} ({g['best_iou']}) "
+            f"| {r['group']} | {reg} | {on_gan} | {g['median_deg']} ({g['flip']}, {g['best_iou']}) "
             f"| {q['median_deg']} ({q['best_iou']}) |"
         )
     return 0
