@@ -41,6 +41,7 @@ import yaml
 
 from poseless.data.prepared import PreparedDataset
 from poseless.geometry.cameras import kato_extrinsics
+from poseless.models.pose_regressor import angle_error_deg
 from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
 from poseless.train.groups import read_groups
 from poseless.train.pose import load_generator, load_regressor
@@ -53,8 +54,8 @@ def iou_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (a.sum(1, keepdim=True) + b.sum(1)[None] - inter).clamp_min(1e-6)
 
 
-def aligned(pred_deg: np.ndarray, gt_deg: np.ndarray) -> dict:
-    e = fit_alignment(pred_deg, gt_deg, allow_reflection=True).errors_deg
+def error_summary(e: np.ndarray) -> dict:
+    """Median, accuracies and front/back flip share of absolute azimuth errors (degrees)."""
     return {
         "median_deg": round(float(np.median(e)), 1),
         "acc@15": round(float((e < 15).mean()), 3),
@@ -63,19 +64,21 @@ def aligned(pred_deg: np.ndarray, gt_deg: np.ndarray) -> dict:
     }
 
 
-def regressor_on_renders(pose_dir: Path, renders: torch.Tensor, azimuths: np.ndarray) -> dict:
-    """Error of a trained regressor on GAN renders (P = S * S flattened) at known azimuths."""
+def aligned(pred_deg: np.ndarray, gt_deg: np.ndarray) -> dict:
+    return error_summary(fit_alignment(pred_deg, gt_deg, allow_reflection=True).errors_deg)
+
+
+def regressor_on_renders(
+    pose_dir: Path, renders: torch.Tensor, azimuths: np.ndarray, size: int
+) -> dict:
+    """Error of a trained regressor on GAN renders (N, size * size) at known azimuths."""
     regressor, info = load_regressor(pose_dir, "cpu")
-    side = int(round(math.sqrt(renders.shape[1])))
-    masks = renders.view(-1, 1, side, side)
+    masks = renders.view(-1, 1, size, size)
     pred = predict_azimuths(
         regressor, masks.split(256), info.input_size, torch.device("cpu"), binarize=True
     )
-    e = np.abs((pred - azimuths + 180.0) % 360.0 - 180.0)
-    return {
-        "median_deg": round(float(np.median(e)), 1),
-        "acc@15": round(float((e < 15).mean()), 3),
-    }
+    e = angle_error_deg(torch.from_numpy(pred), torch.from_numpy(azimuths)).numpy()
+    return error_summary(e)
 
 
 def gan_renders(gan_dir: Path, codes: int, step: float, size: int, camera: dict, seed: int):
@@ -141,13 +144,11 @@ def main(argv=None) -> int:
         }
         if table is not None and "error_deg" in table:
             e = table.set_index("id").loc[ids, "error_deg"].to_numpy(np.float64)
-            row["regressor"] = {
-                "median_deg": round(float(np.median(e)), 1),
-                "acc@15": round(float((e < 15).mean()), 3),
-                "flip": round(float((e > 150).mean()), 3),
-            }
+            row["regressor"] = error_summary(e)
         if (Path(args.pose) / group).is_dir():
-            row["regressor_on_gan"] = regressor_on_renders(Path(args.pose) / group, fake, fake_az)
+            row["regressor_on_gan"] = regressor_on_renders(
+                Path(args.pose) / group, fake, fake_az, args.size
+            )
         rows.append(row)
         print(json.dumps(row))
     print(
