@@ -80,6 +80,9 @@ def venv_env(workdir: Path | None = None) -> dict:
     other people edit while a long test runs).
     """
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    # dvc's usage report is a temp file handed to a daemon that cannot send it offline:
+    # every dvc call would leave one behind in /tmp.
+    env["DVC_NO_ANALYTICS"] = "1"
     if workdir is not None and (Path(workdir) / "src").is_dir():
         env["PYTHONPATH"] = str(Path(workdir).resolve() / "src")
     return env
