@@ -150,8 +150,11 @@ EXPECTED = {
     "shapeclipper_no_noise_tol": {"ssc_rgb", "ssc_mask", "normal", "ssc_normal"},
     "poseless": {"ssc_rgb", "ssc_mask", "normal", "ssc_normal", "pose_azimuth", "d2", "adv"},
 }
-FINISHED: dict = {}
-"""Output folders of the finished runs (the resume test reuses the uninterrupted one)."""
+COMPARED = ("model.safetensors", "metrics.jsonl", "renders.png")
+"""The files a resumed run must reproduce bit for bit."""
+FINISHED: dict[str, dict[str, bytes]] = {}
+"""The COMPARED files of each finished run, by experiment (the resume test reuses the
+uninterrupted one; bytes, not paths: a passed test's tmp_path is deleted)."""
 OPTIONAL = {"ssc_rgb", "ssc_mask", "normal", "ssc_normal", "pose_azimuth", "d2", "d2_gp", "adv"}
 
 
@@ -159,7 +162,7 @@ OPTIONAL = {"ssc_rgb", "ssc_mask", "normal", "ssc_normal", "pose_azimuth", "d2",
 def test_each_experiment_trains_saves_and_predicts(inputs, tmp_path, name):
     extra = {"sdf": {"pose_supervision": {"init_iterations": 1}}} if name == "poseless" else {}
     result, out, resume = run(inputs, tmp_path, name, **extra)
-    FINISHED[name] = out
+    FINISHED[name] = {f: (out / f).read_bytes() for f in COMPARED}
     assert result.steps == 3 and result.resumed_from is None  # 1 sphere + 2 main
     assert {p.name for p in out.iterdir()} == {
         "model.safetensors",
@@ -201,7 +204,10 @@ def test_each_experiment_trains_saves_and_predicts(inputs, tmp_path, name):
 def test_resume_after_kill_is_bitwise_equal(inputs, tmp_path):
     name = "poseless"
     extra = {"sdf": {"pose_supervision": {"init_iterations": 1}}}
-    full = FINISHED.get(name) or run(inputs, tmp_path, name, tag="full", **extra)[1]
+    full = FINISHED.get(name)
+    if full is None:
+        full_dir = run(inputs, tmp_path, name, tag="full", **extra)[1]
+        full = {f: (full_dir / f).read_bytes() for f in COMPARED}
     s = settings(name, **extra)
     data = load(inputs, s)
     out, resume = tmp_path / "killed" / "out", tmp_path / "killed" / "resume"
@@ -211,8 +217,8 @@ def test_resume_after_kill_is_bitwise_equal(inputs, tmp_path):
     train_recon(data, short, 5, tmp_path / "killed" / "tmp", resume, "cpu", progress=False)
     result = train_recon(data, s, 5, out, resume, "cpu", progress=False)
     assert result.resumed_from == 2 and result.steps == 3
-    for f in ("model.safetensors", "metrics.jsonl", "renders.png"):
-        assert (out / f).read_bytes() == (full / f).read_bytes(), f"{f} differs after resume"
+    for f in COMPARED:
+        assert (out / f).read_bytes() == full[f], f"{f} differs after resume"
 
 
 def test_inputs_are_required_exactly_when_used(inputs):
