@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -40,18 +39,17 @@ import torch
 import yaml
 
 from poseless.data.prepared import PreparedDataset
-from poseless.geometry.cameras import kato_extrinsics
+from poseless.geometry.cameras import LookAtCamera
 from poseless.models.pose_regressor import angle_error_deg
-from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
 from poseless.train.groups import read_groups
 from poseless.train.pose import load_generator, load_regressor
-from poseless.train.predict_poses import fit_alignment, predict_azimuths, resize_masks
-
-
-def iou_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of binary masks a (N, P) x b (M, P) -> (N, M)."""
-    inter = a @ b.T
-    return inter / (a.sum(1, keepdim=True) + b.sum(1)[None] - inter).clamp_min(1e-6)
+from poseless.train.predict_poses import (
+    fit_alignment,
+    mask_iou,
+    predict_azimuths,
+    render_azimuth_grid,
+    resize_masks,
+)
 
 
 def error_summary(e: np.ndarray) -> dict:
@@ -84,20 +82,8 @@ def regressor_on_renders(
 def gan_renders(gan_dir: Path, codes: int, step: float, size: int, camera: dict, seed: int):
     """(codes * n_az, size * size) binary renders and their (codes * n_az,) azimuths."""
     G = load_generator(gan_dir, "cpu")
-    raster = SoftRasterSettings(image_size=size, sigma=1e-4, fov_deg=camera["fov_deg"])
-    z = G.sample_z(codes, torch.Generator().manual_seed(seed))
-    azimuths = np.arange(0.0, 360.0, step)
-    sils = []
-    with torch.no_grad():
-        vertices, faces = G(z)
-        for a in azimuths:
-            R, t = kato_extrinsics(
-                torch.full((codes,), math.radians(a)),
-                math.radians(camera["elevation_deg"]),
-                camera["distance"],
-            )
-            sils.append(render_silhouettes(vertices, faces, R, t, raster)[:, 0] > 0.5)
-    return torch.cat(sils).flatten(1).float(), np.repeat(azimuths, codes)
+    renders, azimuths = render_azimuth_grid(G, LookAtCamera(**camera), size, codes, step, seed)
+    return renders.flatten(1).float(), azimuths
 
 
 def main(argv=None) -> int:
@@ -132,8 +118,8 @@ def main(argv=None) -> int:
         fake, fake_az = gan_renders(
             Path(args.gan) / group, args.codes, args.step, args.size, camera, args.seed
         )
-        to_gan = iou_matrix(real, fake)
-        to_real = iou_matrix(real, real).fill_diagonal_(-1.0)
+        to_gan = mask_iou(real, fake)
+        to_real = mask_iou(real, real).fill_diagonal_(-1.0)
         row = {
             "group": group,
             "n": len(ids),

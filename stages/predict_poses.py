@@ -1,5 +1,9 @@
 """Stage predict_poses: the pseudo pose (azimuth) of every prepared image's mask.
 
+By the trained regressor of the item's category (``--pose``; URA), or, with
+``predict_poses.method: gan_retrieval``, by the azimuth of the most similar render of
+its category's generator (``--gan``) at the regressor's input size and camera.
+
 Writes ``--out`` atomically (a temporary folder next to it, then renamed):
 poses.parquet (id, split, category, azimuth_deg [, gt_azimuth_deg, error_deg]),
 histogram.png and config.yaml; and the DVC metrics JSON ``--metrics`` (errors
@@ -18,9 +22,10 @@ from tqdm import tqdm
 from poseless.cli import run_stage, stage_parser, write_provenance
 from poseless.config import load_params
 from poseless.data.prepared import PreparedDataset
+from poseless.geometry.cameras import LookAtCamera
 from poseless.train.groups import read_groups
-from poseless.train.pose import load_regressor
-from poseless.train.predict_poses import predict_dataset, write_pose_figure
+from poseless.train.pose import load_generator, load_regressor
+from poseless.train.predict_poses import GanRetrieval, predict_dataset, write_pose_figure
 from poseless.utils import atomic_path, select_device, write_json_atomic
 
 PARAMS = ("seed", "predict_poses")
@@ -30,6 +35,9 @@ STAGE = "predict_poses"
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--pose", default="data/pose", help="train_pose output folder")
+    parser.add_argument(
+        "--gan", default="data/gan", help="train_gan output folder (method gan_retrieval)"
+    )
     parser.add_argument("--dataset", default="data/prepared", help="prepared dataset folder")
     parser.add_argument("--out", default="data/poses", help="output folder")
     parser.add_argument(
@@ -43,6 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     regressors = {}
     for group in groups.names:
         regressor, info = load_regressor(Path(args.pose) / group, device)
+        if cfg.method == "gan_retrieval":
+            # the bank is rendered as the regressor's training renders were
+            G = load_generator(Path(args.gan) / group, device)
+            regressor = GanRetrieval.from_generator(
+                G,
+                LookAtCamera(**info.camera),
+                info.input_size,
+                cfg.retrieval_codes,
+                cfg.retrieval_step_deg,
+                seed=params.seed,
+            )
         regressors[group] = (regressor, info.input_size)
     dataset = PreparedDataset(args.dataset)
 
@@ -60,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             params.to_dict(),
             {
                 "groups": list(groups.names),
+                "method": cfg.method,
                 "regressor_input_size": {g: n for g, (_, n) in regressors.items()},
             },
         )

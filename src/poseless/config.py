@@ -1090,6 +1090,14 @@ class TrainPoseConfig:
 class PredictPosesConfig:
     """Stage ``predict_poses``: label every prepared image's mask with the regressor's azimuth."""
 
+    method: Literal["regressor", "gan_retrieval"] = "regressor"
+    """regressor: URA's trained pose regressor. gan_retrieval (not in URA): the azimuth of
+    the most similar (mask IoU) render of the category's GAN, over ``retrieval_codes``
+    samples at every ``retrieval_step_deg``, at the regressor's input size and camera."""
+    retrieval_codes: int = 8
+    """gan_retrieval: generator samples rendered at each azimuth."""
+    retrieval_step_deg: float = 5.0
+    """gan_retrieval: azimuth step of the rendered bank, degrees."""
     batch_size: int = 256
     """Masks per regressor forward pass."""
     allow_reflection: bool = True
@@ -1103,9 +1111,15 @@ class PredictPosesConfig:
     """Accuracy reported at these aligned errors (degrees)."""
 
     def validate(self) -> None:
-        """Batch size and thresholds must be positive."""
+        """Batch size, retrieval bank and thresholds must be positive."""
         if self.batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.retrieval_codes < 1:
+            raise ValueError(f"retrieval_codes: must be >= 1, got {self.retrieval_codes}")
+        if not 0.0 < self.retrieval_step_deg <= 90.0:
+            raise ValueError(
+                f"retrieval_step_deg: must be in (0, 90], got {self.retrieval_step_deg}"
+            )
         if any(t <= 0 for t in self.accuracy_thresholds_deg):
             raise ValueError("accuracy_thresholds_deg: thresholds must be > 0")
 

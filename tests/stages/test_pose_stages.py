@@ -14,10 +14,13 @@ import torch
 import yaml
 from PIL import Image
 
+from poseless.data.prepared import PreparedDataset
+from poseless.geometry.cameras import LookAtCamera
 from poseless.models.mesh_decoder import Generator
 from poseless.train.checkpoint import save_model
 from poseless.train.groups import ALL, GroupError, Groups, write_groups
-from poseless.train.pose import ModelFileError
+from poseless.train.pose import ModelFileError, load_generator
+from poseless.train.predict_poses import GanRetrieval, predict_azimuths
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -195,6 +198,34 @@ def test_predict_poses_resizes_masks_and_reports_counts_without_gt(setup, tmp_pa
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["n_with_gt"] == 0 and metrics["counts"] == {"train": 4, "test": 2}
     assert "overall" not in metrics
+
+
+def test_predict_poses_by_gan_retrieval_labels_each_mask_with_its_best_render(setup):
+    s, t = setup, setup["tmp"]
+    train_pose.main(train_args(s, "pose", "resume"))
+    params = yaml.safe_load(s["params"].read_text())
+    params["predict_poses"] |= {
+        "method": "gan_retrieval",
+        "retrieval_codes": 2,
+        "retrieval_step_deg": 30.0,
+    }
+    s["params"].write_text(yaml.safe_dump(params))
+    args = predict_args(s, "pose", "poses", "m.json") + ["--gan", str(s["gan"])]
+    predict_poses.main(args)
+    table = pd.read_parquet(t / "poses" / "poses.parquet")
+    assert len(table) == 12
+    assert np.allclose(table["azimuth_deg"] % 30.0, 0.0)  # azimuths of the 30-deg bank
+    config = yaml.safe_load((t / "poses" / "config.yaml").read_text())
+    assert config["extra"]["method"] == "gan_retrieval"
+    # the same bank, built by hand, gives the same labels
+    G = load_generator(s["gan"] / ALL)
+    bank = GanRetrieval.from_generator(G, LookAtCamera(30.0, 2.732, 30.0), 32, 2, 30.0, seed=5)
+    masks = PreparedDataset(s["dataset"]).load(table["id"].tolist()).masks.float()
+    want = predict_azimuths(bank, [masks], 32, torch.device("cpu"), True)
+    assert np.array_equal(table["azimuth_deg"].to_numpy(), want)
+    # no generator where --gan points: the error names the file
+    with pytest.raises(ModelFileError, match="generator.safetensors"):
+        predict_poses.main(args[:-1] + [str(t / "nowhere")])
 
 
 def test_missing_generator_or_regressor_is_a_clear_error(setup):

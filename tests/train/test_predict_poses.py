@@ -9,12 +9,18 @@ import pytest
 import torch
 
 from poseless.config import PredictPosesConfig
+from poseless.geometry.cameras import LookAtCamera, kato_extrinsics
+from poseless.models.mesh_decoder import Generator
 from poseless.models.pose_regressor import PoseRegressor
+from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
 from poseless.train.predict_poses import (
     TABLE_COLUMNS,
+    GanRetrieval,
     fit_alignment,
+    mask_iou,
     pose_table,
     predict_azimuths,
+    render_azimuth_grid,
     resize_masks,
 )
 
@@ -126,3 +132,60 @@ def test_predict_azimuths_resizes_masks_and_is_batch_independent():
     with torch.no_grad():
         thresholded = reg((small > 0.5).float()).double().numpy()
     assert np.allclose(binary, thresholded, atol=1e-4) and not np.allclose(binary, whole, atol=1e-4)
+
+
+def test_mask_iou_counts_overlap_over_union():
+    a = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+    want = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    assert torch.allclose(mask_iou(a, b), want)
+
+
+def test_gan_retrieval_returns_the_azimuth_of_the_most_similar_render():
+    g = torch.Generator().manual_seed(0)
+    bank = torch.rand(12, 16, 16, generator=g) > 0.5
+    azimuths = np.arange(12) * 30.0
+    retrieval = GanRetrieval(bank, azimuths)
+    # queries: the bank with 5% of the pixels flipped, soft values either side of 0.5
+    flip = torch.rand(12, 16, 16, generator=g) < 0.05
+    noisy = (bank ^ flip).float() * 0.4 + 0.3  # 0.3 / 0.7
+    order = torch.randperm(12, generator=g)
+    out = retrieval(noisy[order, None])
+    assert out.dtype == torch.float64
+    assert np.array_equal(out.numpy(), azimuths[order.numpy()])
+    # through predict_azimuths, 32-px masks resized to the bank's 16 px
+    big = noisy[order, None].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    got = predict_azimuths(retrieval, big.split(5), 16, torch.device("cpu"), binarize=True)
+    assert np.array_equal(got, azimuths[order.numpy()])
+    with pytest.raises(ValueError, match="must be"):
+        retrieval(torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="azimuths"):
+        GanRetrieval(bank, azimuths[:5])
+    with pytest.raises(ValueError, match="renders must be"):
+        GanRetrieval(torch.zeros(0, 16, 16, dtype=torch.bool), [])
+
+
+def test_render_azimuth_grid_is_azimuth_major_and_matches_direct_renders():
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, template_level=1).eval()
+    camera = LookAtCamera(30.0, 2.732, 30.0)
+    renders, az = render_azimuth_grid(G, camera, 16, codes=2, step_deg=90.0, seed=3)
+    assert renders.shape == (8, 16, 16) and renders.dtype == torch.bool
+    assert az.tolist() == [0.0, 0.0, 90.0, 90.0, 180.0, 180.0, 270.0, 270.0]
+    z = G.sample_z(2, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        v, f = G(z)
+        R, t = kato_extrinsics(torch.full((2,), math.pi / 2), math.radians(30.0), 2.732)
+        direct = render_silhouettes(v, f, R, t, SoftRasterSettings(image_size=16))[:, 0] > 0.5
+    assert torch.equal(renders[2:4], direct)
+    again, _ = render_azimuth_grid(G, camera, 16, codes=2, step_deg=90.0, seed=3)
+    assert torch.equal(renders, again)
+    with pytest.raises(ValueError, match="codes >= 1"):
+        render_azimuth_grid(G, camera, 16, codes=0, step_deg=90.0, seed=3)
+
+
+def test_retrieval_settings_are_validated():
+    with pytest.raises(ValueError, match="retrieval_codes"):
+        PredictPosesConfig(retrieval_codes=0).validate()
+    with pytest.raises(ValueError, match="retrieval_step_deg"):
+        PredictPosesConfig(retrieval_step_deg=0.0).validate()

@@ -57,6 +57,7 @@ rule train_pose:
 rule predict_poses:
     input:
         pose="data/pose",
+        gan="data/gan",
         dataset="data/prepared",
         params=params_stamp("predict_poses"),
         code=code_deps("predict_poses"),
@@ -77,6 +78,7 @@ rule predict_poses:
     shell:
         stage_cmd(
             "predict_poses",
-            "--pose {input.pose} --dataset {input.dataset} --out {output.poses}"
+            "--pose {input.pose} --gan {input.gan} --dataset {input.dataset}"
+            " --out {output.poses}"
             " --metrics {output.metrics} 2> {log}",
         )

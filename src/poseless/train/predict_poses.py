@@ -34,7 +34,10 @@ from poseless.config import PredictPosesConfig
 from poseless.data.prepared import SPLITS, PreparedDataset
 from poseless.evaluate.align import best_global_azimuth_offset
 from poseless.evaluate.metrics import summarize_pose_errors
+from poseless.geometry.cameras import LookAtCamera, kato_extrinsics
+from poseless.models.mesh_decoder import Generator
 from poseless.models.pose_regressor import PoseRegressor
+from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
 from poseless.train.groups import Groups
 from poseless.train.pose import png_bytes
 from poseless.utils import write_bytes_atomic
@@ -68,13 +71,16 @@ def resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def predict_azimuths(
-    regressor: PoseRegressor,
+    regressor: PoseRegressor | GanRetrieval,
     batches: Iterable[torch.Tensor],
     input_size: int,
     device: torch.device,
     binarize: bool = False,
 ) -> np.ndarray:
     """Azimuths (degrees, [0, 360)) of every mask in ``batches`` of (B, 1, H, W), in order.
+
+    ``regressor``: the pose regressor, or :class:`GanRetrieval` (any module mapping
+    (B, 1, S, S) masks to (B,) degrees, S = ``input_size``).
 
     ``binarize`` thresholds the resized masks at 0.5 (the regressor's training renders
     are near-binary SoftRas silhouettes).
@@ -94,6 +100,94 @@ def predict_azimuths(
         return np.zeros(0, np.float64)
     az = np.concatenate(out)
     return np.where(az >= 360.0, az - 360.0, az)
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair of binary masks: a (N, P) x b (M, P), 0/1 floats -> (N, M)."""
+    inter = a @ b.T
+    union = a.sum(1, keepdim=True) + b.sum(1)[None] - inter
+    return inter / union.clamp_min(1e-6)
+
+
+def render_azimuth_grid(
+    G: Generator,
+    camera: LookAtCamera,
+    size: int,
+    codes: int,
+    step_deg: float,
+    seed: int,
+    sigma: float = 1e-4,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Binary silhouettes of ``codes`` samples of ``G`` at azimuths 0, step, ..., < 360.
+
+    Returns:
+        renders (n_az * codes, size, size) bool, azimuth-major (all codes at the
+        first azimuth, then the next); azimuths_deg (n_az * codes,) float64.
+    """
+    if codes < 1 or not 0.0 < step_deg <= 360.0:
+        raise ValueError(
+            f"render_azimuth_grid: need codes >= 1 and 0 < step <= 360, got {codes}, {step_deg}"
+        )
+    device = G.decoder.fc1.weight.device
+    raster = SoftRasterSettings(image_size=size, sigma=sigma, fov_deg=camera.fov_deg)
+    z = G.sample_z(codes, torch.Generator().manual_seed(seed), device=device)
+    azimuths = np.arange(0.0, 360.0, step_deg)
+    out = []
+    with torch.no_grad():
+        vertices, faces = G(z)
+        for a in azimuths:
+            R, t = kato_extrinsics(
+                torch.full((codes,), math.radians(a), device=device),
+                math.radians(camera.elevation_deg),
+                camera.distance,
+            )
+            out.append(render_silhouettes(vertices.float(), faces, R, t, raster)[:, 0] > 0.5)
+    return torch.cat(out).cpu(), np.repeat(azimuths, codes)
+
+
+class GanRetrieval(torch.nn.Module):
+    """Pseudo poses by retrieval (not in URA): the azimuth of the most similar GAN render.
+
+    A drop-in for the regressor in :func:`predict_azimuths`: (B, 1, S, S) masks in,
+    (B,) azimuths in degrees out. Each mask (thresholded at 0.5) is compared by IoU
+    with a fixed bank of binary renders of the frozen generator (``codes`` samples
+    at every ``step_deg`` of azimuth, :func:`render_azimuth_grid`), and takes the
+    azimuth of the best match. Like the regressor's, its azimuths live in the
+    generator's canonical frame. It needs no training, and it does not suffer the
+    regressor's gap between the GAN's renders and the real masks; it is only as
+    right as the GAN's shapes are (``benchmarks/diagnose_pseudo_poses.py``).
+    """
+
+    def __init__(self, renders: torch.Tensor, azimuths_deg: np.ndarray | torch.Tensor):
+        super().__init__()
+        if renders.ndim != 3 or renders.shape[1] != renders.shape[2] or len(renders) == 0:
+            raise ValueError(
+                f"GanRetrieval: renders must be (N, S, S), N > 0, got {tuple(renders.shape)}"
+            )
+        az = torch.as_tensor(np.asarray(azimuths_deg, np.float64))
+        if az.shape != (len(renders),):
+            raise ValueError(f"GanRetrieval: {len(renders)} renders but {tuple(az.shape)} azimuths")
+        self.size = int(renders.shape[-1])
+        self.register_buffer("bank", renders.flatten(1).float())
+        self.register_buffer("azimuths_deg", az)
+
+    @classmethod
+    def from_generator(
+        cls, G: Generator, camera: LookAtCamera, size: int, codes: int, step_deg: float, seed: int
+    ) -> GanRetrieval:
+        """The retrieval bank of one generator (see :func:`render_azimuth_grid`)."""
+        return cls(*render_azimuth_grid(G, camera, size, codes, step_deg, seed))
+
+    def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        """masks (B, 1, S, S) in [0, 1] -> (B,) azimuths in degrees, float64."""
+        if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[-1] != self.size:
+            raise ValueError(
+                f"GanRetrieval: masks must be (B, 1, {self.size}, {self.size}), "
+                f"got {tuple(masks.shape)}"
+            )
+        x = (masks.flatten(1) > 0.5).to(self.bank)
+        best = mask_iou(x, self.bank).argmax(dim=1)
+        return self.azimuths_deg[best]
 
 
 def dataset_mask_batches(
