@@ -21,7 +21,7 @@ Each aligned entry has ``flip``: the share of errors above 150 deg (front and ba
 confused: a GAN shape that is nearly symmetric front to back at this resolution).
 
     .venv/bin/python benchmarks/diagnose_pseudo_poses.py                # data/ of the last run
-    .venv/bin/python benchmarks/diagnose_pseudo_poses.py --gan data/gan --size 32
+    .venv/bin/python benchmarks/diagnose_pseudo_poses.py --gan data/gan --size 48
 
 Prints one JSON object per category and a small table. Needs ground-truth azimuths
 (the synthetic data, ShapeNet/NMR).
@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from poseless.data.prepared import PreparedDataset
 from poseless.geometry.cameras import LookAtCamera
@@ -45,6 +44,7 @@ from poseless.train.groups import read_groups
 from poseless.train.pose import load_generator, load_regressor
 from poseless.train.predict_poses import (
     fit_alignment,
+    gan_render_settings,
     mask_iou,
     predict_azimuths,
     render_azimuth_grid,
@@ -79,10 +79,10 @@ def regressor_on_renders(
     return error_summary(e)
 
 
-def gan_renders(gan_dir: Path, codes: int, step: float, size: int, camera: dict, seed: int):
+def gan_renders(gan_dir: Path, codes: int, step: float, size: int, camera: LookAtCamera, seed: int):
     """(codes * n_az, size * size) binary renders and their (codes * n_az,) azimuths."""
     G = load_generator(gan_dir, "cpu")
-    renders, azimuths = render_azimuth_grid(G, LookAtCamera(**camera), size, codes, step, seed)
+    renders, azimuths = render_azimuth_grid(G, camera, size, codes, step, seed)
     return renders.flatten(1).float(), azimuths
 
 
@@ -92,7 +92,9 @@ def main(argv=None) -> int:
     parser.add_argument("--gan", default="data/gan")
     parser.add_argument("--poses", default="data/poses/poses.parquet")
     parser.add_argument("--pose", default="data/pose", help="train_pose output (regressors)")
-    parser.add_argument("--size", type=int, default=32, help="mask side (the GAN's image_size)")
+    parser.add_argument(
+        "--size", type=int, default=None, help="mask side (default: the GAN's image_size)"
+    )
     parser.add_argument("--codes", type=int, default=8)
     parser.add_argument("--step", type=float, default=5.0, help="azimuth grid step, degrees")
     parser.add_argument("--seed", type=int, default=0)
@@ -101,9 +103,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     ds = PreparedDataset(args.dataset)
     groups = read_groups(args.gan, "train_gan")
-    # render as the GAN's critic saw its samples: the camera train_gan recorded
-    record = yaml.safe_load((Path(args.gan) / "config.yaml").read_text())
-    camera = record["extra"]["camera"]
+    # render as the GAN's critic saw its samples: the size and camera train_gan recorded
+    gan_size, camera = gan_render_settings(args.gan)
+    if args.size is None:
+        args.size = gan_size
     table = pd.read_parquet(args.poses) if Path(args.poses).is_file() else None
     manifest = ds.manifest
     rows = []

@@ -2,7 +2,8 @@
 
 By the trained regressor of the item's category (``--pose``; URA), or, with
 ``predict_poses.method: gan_retrieval``, by the azimuth of the most similar render of
-its category's generator (``--gan``) at the regressor's input size and camera.
+its category's generator (``--gan``), rendered at the size and camera the GAN was
+trained with (``--gan``'s config.yaml).
 
 Writes ``--out`` atomically (a temporary folder next to it, then renamed):
 poses.parquet (id, split, category, azimuth_deg [, gt_azimuth_deg, error_deg]),
@@ -22,10 +23,14 @@ from tqdm import tqdm
 from poseless.cli import run_stage, stage_parser, write_provenance
 from poseless.config import load_params
 from poseless.data.prepared import PreparedDataset
-from poseless.geometry.cameras import LookAtCamera
 from poseless.train.groups import read_groups
 from poseless.train.pose import load_generator, load_regressor
-from poseless.train.predict_poses import GanRetrieval, predict_dataset, write_pose_figure
+from poseless.train.predict_poses import (
+    GanRetrieval,
+    gan_render_settings,
+    predict_dataset,
+    write_pose_figure,
+)
 from poseless.utils import atomic_path, select_device, write_json_atomic
 
 PARAMS = ("seed", "predict_poses")
@@ -47,22 +52,22 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params, sections=PARAMS)
     cfg = params.predict_poses
     device = select_device(args.device)
-    groups = read_groups(args.pose, "train_pose")
     regressors = {}
-    for group in groups.names:
-        regressor, info = load_regressor(Path(args.pose) / group, device)
-        if cfg.method == "gan_retrieval":
-            # the bank is rendered as the regressor's training renders were
+    if cfg.method == "gan_retrieval":
+        # the bank is rendered as the GAN's critic saw its samples: its size and camera
+        groups = read_groups(args.gan, "train_gan")
+        size, camera = gan_render_settings(args.gan)
+        for group in groups.names:
             G = load_generator(Path(args.gan) / group, device)
-            regressor = GanRetrieval.from_generator(
-                G,
-                LookAtCamera(**info.camera),
-                info.input_size,
-                cfg.retrieval_codes,
-                cfg.retrieval_step_deg,
-                seed=params.seed,
+            bank = GanRetrieval.from_generator(
+                G, camera, size, cfg.retrieval_codes, cfg.retrieval_step_deg, seed=params.seed
             )
-        regressors[group] = (regressor, info.input_size)
+            regressors[group] = (bank, size)
+    else:
+        groups = read_groups(args.pose, "train_pose")
+        for group in groups.names:
+            regressor, info = load_regressor(Path(args.pose) / group, device)
+            regressors[group] = (regressor, info.input_size)
     dataset = PreparedDataset(args.dataset)
 
     def progress(batches):
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             {
                 "groups": list(groups.names),
                 "method": cfg.method,
-                "regressor_input_size": {g: n for g, (_, n) in regressors.items()},
+                "input_size": {g: n for g, (_, n) in regressors.items()},
             },
         )
     write_json_atomic(args.metrics, metrics)

@@ -1093,7 +1093,8 @@ class PredictPosesConfig:
     method: Literal["regressor", "gan_retrieval"] = "regressor"
     """regressor: URA's trained pose regressor. gan_retrieval (not in URA): the azimuth of
     the most similar (mask IoU) render of the category's GAN, over ``retrieval_codes``
-    samples at every ``retrieval_step_deg``, at the regressor's input size and camera."""
+    samples at every ``retrieval_step_deg``, at the image size and camera the GAN was
+    trained with (train_gan's record)."""
     retrieval_codes: int = 8
     """gan_retrieval: generator samples rendered at each azimuth."""
     retrieval_step_deg: float = 5.0

@@ -210,6 +210,14 @@ def test_predict_poses_by_gan_retrieval_labels_each_mask_with_its_best_render(se
         "retrieval_step_deg": 30.0,
     }
     s["params"].write_text(yaml.safe_dump(params))
+    # the bank is rendered at the size and camera train_gan recorded (24 px, 20 deg
+    # elevation here), not at the regressor's (32 px, 30 deg)
+    record = {
+        "stage": "train_gan",
+        "config": {"seed": 0, "train_gan": {"image_size": 24}},
+        "extra": {"camera": {"elevation_deg": 20.0, "distance": 2.732, "fov_deg": 30.0}},
+    }
+    (s["gan"] / "config.yaml").write_text(yaml.safe_dump(record))
     args = predict_args(s, "pose", "poses", "m.json") + ["--gan", str(s["gan"])]
     predict_poses.main(args)
     table = pd.read_parquet(t / "poses" / "poses.parquet")
@@ -217,13 +225,28 @@ def test_predict_poses_by_gan_retrieval_labels_each_mask_with_its_best_render(se
     assert np.allclose(table["azimuth_deg"] % 30.0, 0.0)  # azimuths of the 30-deg bank
     config = yaml.safe_load((t / "poses" / "config.yaml").read_text())
     assert config["extra"]["method"] == "gan_retrieval"
+    assert config["extra"]["input_size"] == {ALL: 24}
     # the same bank, built by hand, gives the same labels
     G = load_generator(s["gan"] / ALL)
-    bank = GanRetrieval.from_generator(G, LookAtCamera(30.0, 2.732, 30.0), 32, 2, 30.0, seed=5)
+    bank = GanRetrieval.from_generator(G, LookAtCamera(20.0, 2.732, 30.0), 24, 2, 30.0, seed=5)
     masks = PreparedDataset(s["dataset"]).load(table["id"].tolist()).masks.float()
-    want = predict_azimuths(bank, [masks], 32, torch.device("cpu"), True)
+    want = predict_azimuths(bank, [masks], 24, torch.device("cpu"), True)
     assert np.array_equal(table["azimuth_deg"].to_numpy(), want)
+    # a GAN folder without its train_gan record, or with a broken one: the error names it
+    record["extra"] = {}
+    (s["gan"] / "config.yaml").write_text(yaml.safe_dump(record))
+    with pytest.raises(ModelFileError, match=r"gan/config.yaml: not a train_gan record"):
+        predict_poses.main(args)
+    (s["gan"] / "config.yaml").unlink()
+    with pytest.raises(ModelFileError, match=r"gan/config.yaml: train_gan record not found"):
+        predict_poses.main(args)
     # no generator where --gan points: the error names the file
+    (t / "nowhere" / ALL).mkdir(parents=True)
+    write_groups(t / "nowhere", Groups(False, (ALL,)))
+    camera = {"elevation_deg": 20.0, "distance": 2.732, "fov_deg": 30.0}
+    (t / "nowhere" / "config.yaml").write_text(
+        yaml.safe_dump(record | {"extra": {"camera": camera}})
+    )
     with pytest.raises(ModelFileError, match="generator.safetensors"):
         predict_poses.main(args[:-1] + [str(t / "nowhere")])
 

@@ -24,11 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import yaml
 
 from poseless.config import PredictPosesConfig
 from poseless.data.prepared import SPLITS, PreparedDataset
@@ -39,7 +41,7 @@ from poseless.models.mesh_decoder import Generator
 from poseless.models.pose_regressor import PoseRegressor
 from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
 from poseless.train.groups import Groups
-from poseless.train.pose import png_bytes
+from poseless.train.pose import ModelFileError, png_bytes
 from poseless.utils import write_bytes_atomic
 
 TABLE_COLUMNS: dict[str, str] = {
@@ -143,6 +145,32 @@ def render_azimuth_grid(
             )
             out.append(render_silhouettes(vertices.float(), faces, R, t, raster)[:, 0] > 0.5)
     return torch.cat(out).cpu(), np.repeat(azimuths, codes)
+
+
+def gan_render_settings(gan_dir) -> tuple[int, LookAtCamera]:
+    """The image size and camera a ``train_gan`` output's critic saw its renders at.
+
+    Read from the folder's ``config.yaml`` (``config.train_gan.image_size``,
+    ``extra.camera``). Retrieval renders its bank there: the generator is right at
+    its own resolution, and may not be at a coarser one (a 48-px airplane GAN was
+    7.5 deg off retrieved at 48 px and 47 deg off at 32 px).
+
+    Raises:
+        ModelFileError: naming ``config.yaml`` when it is missing or lacks either entry.
+    """
+    path = Path(gan_dir) / "config.yaml"
+    if not path.is_file():
+        raise ModelFileError(f"{path}: train_gan record not found; run the train_gan stage")
+    try:
+        record = yaml.safe_load(path.read_text()) or {}
+        size = int(record["config"]["train_gan"]["image_size"])
+        camera = LookAtCamera(**record["extra"]["camera"])
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(
+            f"{path}: not a train_gan record with config.train_gan.image_size and "
+            f"extra.camera ({type(e).__name__}: {e}); rerun the train_gan stage"
+        ) from e
+    return size, camera
 
 
 class GanRetrieval(torch.nn.Module):
