@@ -1088,7 +1088,7 @@ class TrainPoseConfig:
 
 @dataclass(frozen=True)
 class PredictPosesConfig:
-    """Stage ``predict_poses``: label every prepared image's mask with the regressor's azimuth."""
+    """Stage ``predict_poses``: label every prepared image's mask with an azimuth (``method``)."""
 
     method: Literal["regressor", "gan_retrieval"] = "regressor"
     """regressor: URA's trained pose regressor. gan_retrieval (not in URA): the azimuth of
