@@ -3,7 +3,9 @@
 By the trained regressor of the item's category (``--pose``; URA), or, with
 ``predict_poses.method: gan_retrieval``, by the azimuth of the most similar render of
 its category's generator (``--gan``), rendered at the size and camera the GAN was
-trained with (``--gan``'s config.yaml).
+trained with (``--gan``'s config.yaml). With ``predict_poses.frame: mirror`` each
+category's azimuths are rotated so that its mirror plane is x = 0 (the metrics JSON
+records the rotation and the share of items that agree on it).
 
 Writes ``--out`` atomically (a temporary folder next to it, then renamed):
 poses.parquet (id, split, category, azimuth_deg [, gt_azimuth_deg, error_deg]),
@@ -95,6 +97,11 @@ def main(argv: list[str] | None = None) -> None:
         if overall
         else "no ground-truth azimuths"
     )
+    for group, frame in metrics.get("mirror_frames", {}).items():
+        summary += (
+            f"; {group}: mirror frame at {frame['offset_deg']:.1f} deg "
+            f"({frame['agreement']:.0%} of items agree)"
+        )
     print(f"{STAGE}: {len(table)} items, {summary} -> {args.out}", file=sys.stderr)
 
 

@@ -47,6 +47,17 @@ def test_unknown_section(tmp_path):
         load_params(write(tmp_path, {"train_gna": {}}))
 
 
+def test_symmetric_sdf_at_pseudo_poses_needs_the_mirror_frame(tmp_path):
+    run = {"train_recon": {"run": ["ura", "poseless"]}}
+    with pytest.raises(ConfigError, match=r"poseless trains a mirror-symmetric SDF.*frame: mirror"):
+        load_params(write(tmp_path, run))
+    assert load_params(write(tmp_path, run | {"predict_poses": {"frame": "mirror"}}))
+    asymmetric = {"experiments": {"poseless": {"sdf": {"symmetric": False}}}}
+    assert load_params(write(tmp_path, {"train_recon": run["train_recon"] | asymmetric}))
+    # shapeclipper learns its own viewpoints: any frame will do
+    assert load_params(write(tmp_path, {"train_recon": {"run": ["shapeclipper"]}}))
+
+
 @pytest.mark.parametrize(
     "data, match",
     [

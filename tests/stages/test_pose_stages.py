@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -20,7 +21,7 @@ from poseless.models.mesh_decoder import Generator
 from poseless.train.checkpoint import save_model
 from poseless.train.groups import ALL, GroupError, Groups, write_groups
 from poseless.train.pose import ModelFileError, load_generator
-from poseless.train.predict_poses import GanRetrieval, predict_azimuths
+from poseless.train.predict_poses import GanRetrieval, fit_mirror_frame, predict_azimuths
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -232,6 +233,18 @@ def test_predict_poses_by_gan_retrieval_labels_each_mask_with_its_best_render(se
     masks = PreparedDataset(s["dataset"]).load(table["id"].tolist()).masks.float()
     want = predict_azimuths(bank, [masks], 24, torch.device("cpu"), True)
     assert np.array_equal(table["azimuth_deg"].to_numpy(), want)
+    # frame: mirror rotates the same azimuths by the mirror frame that the flipped
+    # masks give, and records it
+    params["predict_poses"]["frame"] = "mirror"
+    s["params"].write_text(yaml.safe_dump(params))
+    predict_poses.main(predict_args(s, "pose", "mirror", "mm.json") + ["--gan", str(s["gan"])])
+    mirrored = pd.read_parquet(t / "mirror" / "poses.parquet")
+    frame = json.loads((t / "mm.json").read_text())["mirror_frames"][ALL]
+    flipped = predict_azimuths(bank, [masks.flip(-1)], 24, torch.device("cpu"), True)
+    assert frame == dataclasses.asdict(fit_mirror_frame(want, flipped))
+    assert np.allclose(mirrored["azimuth_deg"], np.mod(want - frame["offset_deg"], 360.0))
+    params["predict_poses"]["frame"] = "generator"
+    s["params"].write_text(yaml.safe_dump(params))
     # a GAN folder without its train_gan record, or with a broken one: the error names it
     record["extra"] = {}
     (s["gan"] / "config.yaml").write_text(yaml.safe_dump(record))

@@ -10,6 +10,7 @@ import torch
 
 from poseless.config import PredictPosesConfig
 from poseless.geometry.cameras import LookAtCamera, kato_extrinsics
+from poseless.geometry.rotations import rotation_y
 from poseless.models.mesh_decoder import Generator
 from poseless.models.pose_regressor import PoseRegressor
 from poseless.render.soft_raster import SoftRasterSettings, render_silhouettes
@@ -17,6 +18,7 @@ from poseless.train.predict_poses import (
     TABLE_COLUMNS,
     GanRetrieval,
     fit_alignment,
+    fit_mirror_frame,
     mask_iou,
     pose_table,
     predict_azimuths,
@@ -189,3 +191,72 @@ def test_retrieval_settings_are_validated():
         PredictPosesConfig(retrieval_codes=0).validate()
     with pytest.raises(ValueError, match="retrieval_step_deg"):
         PredictPosesConfig(retrieval_step_deg=0.0).validate()
+
+
+@pytest.mark.parametrize("c_true", [37.0, 0.5, 179.0, 121.0])
+def test_fit_mirror_frame_finds_the_plane_through_flips_and_front_back_errors(c_true):
+    rng = np.random.default_rng(1)
+    n = 400
+    a = rng.uniform(0, 360, n)
+    flipped = 2 * c_true - a + rng.normal(0, 3, n)  # a + a_flipped = 2c
+    flipped[: n // 4] += 180.0  # a quarter are front/back flips: 2c + 180
+    flipped[n // 4 : n // 4 + 20] = rng.uniform(0, 360, 20)  # and some are noise
+    fit = fit_mirror_frame(np.mod(a, 360), np.mod(flipped, 360), tolerance_deg=15.0)
+    err = abs((fit.offset_deg - c_true + 90) % 180 - 90)  # c is defined mod 180
+    assert err < 1.0 and 0 <= fit.offset_deg < 180
+    assert 0.65 < fit.agreement < 0.8 and fit.n == n
+    with pytest.raises(ValueError, match="as many"):
+        fit_mirror_frame(a, a[:-1])
+    with pytest.raises(ValueError, match="finite"):
+        fit_mirror_frame(np.array([1.0, np.nan]), np.array([1.0, 2.0]))
+
+
+def boxes(*specs):
+    """Vertices (V, 3) and faces (F, 3) of axis-aligned boxes (centre, half sizes)."""
+    corners = torch.tensor(
+        [[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=torch.float32
+    )
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    tri = torch.tensor([t for q in quads for t in ((q[0], q[1], q[2]), (q[0], q[2], q[3]))])
+    vs, fs = [], []
+    for k, (centre, half) in enumerate(specs):
+        vs.append(corners * torch.tensor(half) + torch.tensor(centre))
+        fs.append(tri + 8 * k)
+    return torch.cat(vs), torch.cat(fs)
+
+
+def test_mirror_frame_of_rendered_flips_is_the_rotation_of_a_symmetric_object():
+    # Left-right symmetric about x = 0, not front/back: a body, a back rest at +z and a
+    # thin bar at -z; rotated by theta about y, its mirror plane is off x = 0 by theta.
+    theta = 50.0
+    v, f = boxes(
+        ((0.0, 0.0, 0.0), (0.25, 0.05, 0.2)),
+        ((0.0, 0.2, 0.18), (0.25, 0.2, 0.03)),
+        ((0.0, -0.15, -0.15), (0.05, 0.1, 0.05)),
+    )
+    v = v @ rotation_y(torch.tensor(math.radians(theta)))[0].T
+    settings = SoftRasterSettings(image_size=48, sigma=1e-5)
+
+    def render(az_deg):
+        az = torch.tensor(az_deg, dtype=torch.float32)
+        R, t = kato_extrinsics(torch.deg2rad(az), math.radians(30.0), 2.732)
+        verts = v.expand(len(az), -1, -1)
+        return render_silhouettes(verts, f, R, t, settings)[:, 0] > 0.5
+
+    bank_az = np.arange(0.0, 360.0, 2.0)
+    retrieval = GanRetrieval(render(bank_az.tolist()), bank_az)
+    query = render(np.arange(3.0, 360.0, 24.0).tolist()).float()[:, None]
+    a = retrieval(query).numpy()
+    a_flipped = retrieval(query.flip(-1)).numpy()
+    fit = fit_mirror_frame(a, a_flipped)
+    # R_y(theta) v seen at azimuth a is v seen at a + theta (Kato), so c = -theta (mod 180)
+    assert abs((fit.offset_deg + theta + 90) % 180 - 90) < 3.0
+    assert fit.agreement > 0.9
+    # a - c is then the upright object's azimuth, up to the 180 deg c leaves open
+    upright = np.arange(3.0, 360.0, 24.0) + theta
+    assert np.all(np.abs((a - fit.offset_deg - upright + 90) % 180 - 90) < 4.0)
+
+
+def test_frame_settings_are_validated():
+    with pytest.raises(ValueError, match="frame_tolerance_deg"):
+        PredictPosesConfig(frame_tolerance_deg=0.0).validate()

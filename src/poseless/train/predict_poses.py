@@ -14,6 +14,11 @@ median error) on all items with GT. Two scalars for hundreds of items: the fit
 cannot overfit noticeably, and it is the number a pose-free method can be held
 to.
 
+With ``frame: mirror`` (not in URA) each category's azimuths are then rotated into
+the frame whose mirror plane is x = 0 (:func:`fit_mirror_frame`): the plane the SDF
+fields are built symmetric about, which the generator's arbitrary frame misses (on the
+bench by about 100 deg, so a symmetric field cannot fit the shapes at those poses).
+
 Outputs: a pose table (:func:`pose_table`; ``id``, ``split``, ``category``,
 ``azimuth_deg`` and, with GT, ``gt_azimuth_deg`` and ``error_deg``), a metrics
 dict for DVC (:func:`pose_metrics`) and a figure (:func:`write_pose_figure`).
@@ -21,6 +26,7 @@ dict for DVC (:func:`pose_metrics`) and a figure (:func:`write_pose_figure`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -48,7 +54,8 @@ TABLE_COLUMNS: dict[str, str] = {
     "id": "item id (manifest order)",
     "split": "train | val | test",
     "category": "category name",
-    "azimuth_deg": "predicted (pseudo) azimuth in degrees, [0, 360), the regressor's own frame",
+    "azimuth_deg": "predicted (pseudo) azimuth in degrees, [0, 360), in the generator's "
+    "frame or (frame: mirror) its category's mirror frame",
     "gt_azimuth_deg": "ground-truth azimuth in degrees (NaN when unknown; only with GT)",
     "error_deg": "|wrapped error| after the best global alignment, degrees (only with GT)",
 }
@@ -218,6 +225,64 @@ class GanRetrieval(torch.nn.Module):
         return self.azimuths_deg[best]
 
 
+MIRROR_BIN_DEG = 5.0
+"""Histogram bin of a + a_flipped when :func:`fit_mirror_frame` looks for its mode."""
+
+
+@dataclass(frozen=True)
+class MirrorFrame:
+    """Where a category's mirror plane lies in its pose frame (``frame: mirror``)."""
+
+    offset_deg: float
+    """c in [0, 180): azimuth a of the pose frame is azimuth a - c of the mirror frame."""
+    agreement: float
+    """Fraction of items whose a + a_flipped lies within the tolerance of 2c."""
+    n: int
+    """Items the fit used."""
+
+
+def fit_mirror_frame(
+    azimuth_deg: np.ndarray, flipped_deg: np.ndarray, tolerance_deg: float = 15.0
+) -> MirrorFrame:
+    """The rotation that puts a category's mirror plane at x = 0, from its own images.
+
+    A mirror-symmetric object seen at azimuth a, in a frame whose mirror plane is
+    x = 0, looks like its horizontally flipped image at azimuth -a (Kato cameras; the
+    mirror x -> -x flips the image). In a frame rotated by c about y (azimuth
+    a -> a + c), an image at a and its flip at a_flipped satisfy
+    a + a_flipped = 2c (mod 360); c is fixed mod 180, and c or c + 180 both put the
+    plane at x = 0. So 2c is the mode of a + a_flipped over the items (a histogram of
+    :data:`MIRROR_BIN_DEG` bins, smoothed over one bin each side), refined by the
+    circular mean of the items within ``tolerance_deg`` of it. Front/back flips of the
+    pose method put an item 180 deg off 2c, outside the tolerance; a category that is
+    not mirror-symmetric shows as a low ``agreement``.
+
+    Args:
+        azimuth_deg, flipped_deg: (N,) azimuths of the masks and of their flips (deg).
+        tolerance_deg: half-width of the inlier band around the mode (deg).
+    """
+    a = np.asarray(azimuth_deg, np.float64).reshape(-1)
+    b = np.asarray(flipped_deg, np.float64).reshape(-1)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(
+            f"fit_mirror_frame: need as many flipped as unflipped azimuths (> 0), got "
+            f"{a.size} and {b.size}"
+        )
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("fit_mirror_frame: azimuths must be finite")
+    s = np.mod(a + b, 360.0)
+    n_bins = int(round(360.0 / MIRROR_BIN_DEG))
+    hist, _ = np.histogram(s, bins=n_bins, range=(0.0, 360.0))
+    smooth = hist + np.roll(hist, 1) + np.roll(hist, -1)
+    mode = (int(np.argmax(smooth)) + 0.5) * MIRROR_BIN_DEG
+    inlier = np.abs(np.mod(s - mode + 180.0, 360.0) - 180.0) <= tolerance_deg
+    mean = np.exp(1j * np.radians(s[inlier])).mean()
+    two_c = float(np.degrees(np.angle(mean)))
+    c = float(np.mod(two_c / 2.0, 180.0))
+    c = 0.0 if c >= 180.0 else c  # mod of a tiny negative can round to 180.0
+    return MirrorFrame(c, float(inlier.mean()), int(a.size))
+
+
 def dataset_mask_batches(
     dataset: PreparedDataset,
     ids: list[str],
@@ -367,8 +432,12 @@ def predict_dataset(
         regressors: group name -> (regressor, input size), one per ``groups`` name.
         groups: the ``train_pose`` groups (:mod:`poseless.train.groups`).
 
+    With ``cfg.frame == "mirror"`` each group's flipped masks are predicted too, and its
+    azimuths are rotated by :func:`fit_mirror_frame`'s c (a -> a - c).
+
     Returns:
-        :func:`pose_table`'s output.
+        :func:`pose_table`'s output; the metrics also hold ``frame`` and, in the mirror
+        frame, ``mirror_frames`` (group -> offset_deg, agreement, n).
     """
     ids = dataset.ids()
     if not ids:
@@ -377,20 +446,38 @@ def predict_dataset(
     categories = [str(c) for c in m["category"]]
     item_groups = np.array([groups.of(c) for c in categories], dtype=object)
     pred = np.zeros(len(ids), np.float64)
+    frames: dict[str, MirrorFrame] = {}
     for group in groups.names:
         rows = np.flatnonzero(item_groups == group)
         if rows.size == 0:
             continue
         regressor, input_size = regressors[group]
+        group_ids = [ids[r] for r in rows]
         pred[rows] = predict_azimuths(
             regressor,
-            dataset_mask_batches(dataset, [ids[r] for r in rows], cfg.batch_size, progress),
+            dataset_mask_batches(dataset, group_ids, cfg.batch_size, progress),
             input_size,
             device,
             binarize=cfg.binarize,
         )
+        if cfg.frame == "mirror":
+            batches = dataset_mask_batches(dataset, group_ids, cfg.batch_size, progress)
+            flipped = predict_azimuths(
+                regressor,
+                (masks.flip(-1) for masks in batches),
+                input_size,
+                device,
+                binarize=cfg.binarize,
+            )
+            frame = fit_mirror_frame(pred[rows], flipped, cfg.frame_tolerance_deg)
+            pred[rows] -= frame.offset_deg
+            frames[group] = frame
     gt = m["azimuth_deg"].to_numpy(np.float64)
-    return pose_table(ids, [str(s) for s in m["split"]], categories, pred, gt, cfg)
+    table, metrics = pose_table(ids, [str(s) for s in m["split"]], categories, pred, gt, cfg)
+    metrics["frame"] = cfg.frame
+    if frames:
+        metrics["mirror_frames"] = {g: dataclasses.asdict(f) for g, f in frames.items()}
+    return table, metrics
 
 
 def write_pose_figure(path, table: pd.DataFrame) -> None:
