@@ -9,6 +9,10 @@ estimates of the real masks, each scored after the best global azimuth alignment
   generator's shape is wrong: its silhouettes match the real ones at the wrong
   azimuths (the shape-pose ambiguity left unresolved), and no regressor trained on
   its renders can do better.
+  Also ``mirror``: the mirror frame ``predict_poses.frame: mirror`` fits from these
+  retrievals and the flipped masks' (c, its agreement) and ``plane_error_deg``, how far
+  that plane lies from the true one (the GT alignment offset after rotating by c,
+  away from 0 or 180 deg).
 * ``real_nn``: the ground-truth azimuth of the most similar *other* real mask of the
   category: the ceiling of silhouette matching at this resolution.
 * ``regressor``: the ``predict_poses`` table's aligned error (when ``--poses``).
@@ -44,6 +48,7 @@ from poseless.train.groups import read_groups
 from poseless.train.pose import load_generator, load_regressor
 from poseless.train.predict_poses import (
     fit_alignment,
+    fit_mirror_frame,
     gan_render_settings,
     mask_iou,
     predict_azimuths,
@@ -64,6 +69,23 @@ def error_summary(e: np.ndarray) -> dict:
 
 def aligned(pred_deg: np.ndarray, gt_deg: np.ndarray) -> dict:
     return error_summary(fit_alignment(pred_deg, gt_deg, allow_reflection=True).errors_deg)
+
+
+def mirror_frame(real: torch.Tensor, fake: torch.Tensor, fake_az: np.ndarray, gt, size: int):
+    """The mirror frame fitted from retrievals of the masks and their flips, and its error.
+
+    real: (N, size * size) binary masks; fake: the GAN renders; gt: (N,) GT azimuths.
+    """
+    flipped = real.view(-1, size, size).flip(-1).flatten(1)
+    a = fake_az[mask_iou(real, fake).argmax(1).numpy()]
+    a_flipped = fake_az[mask_iou(flipped, fake).argmax(1).numpy()]
+    frame = fit_mirror_frame(a, a_flipped)
+    offset = fit_alignment(a - frame.offset_deg, gt, allow_reflection=True).offset_deg
+    return {
+        "offset_deg": round(frame.offset_deg, 1),
+        "agreement": round(frame.agreement, 3),
+        "plane_error_deg": round(abs((offset + 90.0) % 180.0 - 90.0), 1),
+    }
 
 
 def regressor_on_renders(
@@ -127,7 +149,8 @@ def main(argv=None) -> int:
             "group": group,
             "n": len(ids),
             "gan_nn": aligned(fake_az[to_gan.argmax(1).numpy()], gt)
-            | {"best_iou": round(float(to_gan.max(1).values.mean()), 3)},
+            | {"best_iou": round(float(to_gan.max(1).values.mean()), 3)}
+            | {"mirror": mirror_frame(real, fake, fake_az, gt, args.size)},
             "real_nn": aligned(gt[to_real.argmax(1).numpy()], gt)
             | {"best_iou": round(float(to_real.max(1).values.mean()), 3)},
         }
@@ -142,17 +165,19 @@ def main(argv=None) -> int:
         print(json.dumps(row))
     print(
         "\n| group | regressor median (flip) | regressor on GAN renders "
-        "| GAN-render NN median (flip, IoU) | real NN median (IoU) |"
+        "| GAN-render NN median (flip, IoU) | mirror plane error (agreement) "
+        "| real NN median (IoU) |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         reg = r.get("regressor")
         reg = f"{reg['median_deg']} ({reg['flip']})" if reg else "—"
         on_gan = r.get("regressor_on_gan", {}).get("median_deg", "—")
         g, q = r["gan_nn"], r["real_nn"]
+        m = g["mirror"]
         print(
             f"| {r['group']} | {reg} | {on_gan} | {g['median_deg']} ({g['flip']}, {g['best_iou']}) "
-            f"| {q['median_deg']} ({q['best_iou']}) |"
+            f"| {m['plane_error_deg']} ({m['agreement']}) | {q['median_deg']} ({q['best_iou']}) |"
         )
     return 0
 
