@@ -248,10 +248,10 @@ def fit_mirror_frame(
 
     A mirror-symmetric object seen at azimuth a, in a frame whose mirror plane is
     x = 0, looks like its horizontally flipped image at azimuth -a (Kato cameras; the
-    mirror x -> -x flips the image). In a frame rotated by c about y (azimuth
-    a -> a + c), an image at a and its flip at a_flipped satisfy
-    a + a_flipped = 2c (mod 360); c is fixed mod 180, and c or c + 180 both put the
-    plane at x = 0. So 2c is the mode of a + a_flipped over the items (a histogram of
+    mirror x -> -x flips the image). In a pose frame whose azimuths are the mirror
+    frame's plus c (a rotation about y), an image at a and its flip at a_flipped
+    satisfy a + a_flipped = 2c (mod 360); c is fixed mod 180, and c or c + 180 both
+    put the plane at x = 0. So 2c is the mode of a + a_flipped over the items (a histogram of
     :data:`MIRROR_BIN_DEG` bins, smoothed over one bin each side), refined by the
     circular mean of the items within ``tolerance_deg`` of it. Front/back flips of the
     pose method put an item 180 deg off 2c, outside the tolerance; a category that is
