@@ -71,13 +71,15 @@ def aligned(pred_deg: np.ndarray, gt_deg: np.ndarray) -> dict:
     return error_summary(fit_alignment(pred_deg, gt_deg, allow_reflection=True).errors_deg)
 
 
-def mirror_frame(real: torch.Tensor, fake: torch.Tensor, fake_az: np.ndarray, gt, size: int):
+def mirror_frame(
+    a: np.ndarray, real: torch.Tensor, fake: torch.Tensor, fake_az: np.ndarray, gt, size: int
+):
     """The mirror frame fitted from retrievals of the masks and their flips, and its error.
 
-    real: (N, size * size) binary masks; fake: the GAN renders; gt: (N,) GT azimuths.
+    a: (N,) retrieved azimuths of ``real``, (N, size * size) binary masks; fake: the GAN
+    renders at ``fake_az``; gt: (N,) GT azimuths.
     """
     flipped = real.view(-1, size, size).flip(-1).flatten(1)
-    a = fake_az[mask_iou(real, fake).argmax(1).numpy()]
     a_flipped = fake_az[mask_iou(flipped, fake).argmax(1).numpy()]
     frame = fit_mirror_frame(a, a_flipped)
     offset = fit_alignment(a - frame.offset_deg, gt, allow_reflection=True).offset_deg
@@ -145,12 +147,13 @@ def main(argv=None) -> int:
         )
         to_gan = mask_iou(real, fake)
         to_real = mask_iou(real, real).fill_diagonal_(-1.0)
+        gan_az = fake_az[to_gan.argmax(1).numpy()]
         row = {
             "group": group,
             "n": len(ids),
-            "gan_nn": aligned(fake_az[to_gan.argmax(1).numpy()], gt)
+            "gan_nn": aligned(gan_az, gt)
             | {"best_iou": round(float(to_gan.max(1).values.mean()), 3)}
-            | {"mirror": mirror_frame(real, fake, fake_az, gt, args.size)},
+            | {"mirror": mirror_frame(gan_az, real, fake, fake_az, gt, args.size)},
             "real_nn": aligned(gt[to_real.argmax(1).numpy()], gt)
             | {"best_iou": round(float(to_real.max(1).values.mean()), 3)},
         }

@@ -22,6 +22,7 @@ from poseless.train.predict_poses import (
     mask_iou,
     pose_table,
     predict_azimuths,
+    predict_azimuths_with_flips,
     render_azimuth_grid,
     resize_masks,
 )
@@ -260,3 +261,18 @@ def test_mirror_frame_of_rendered_flips_is_the_rotation_of_a_symmetric_object():
 def test_frame_settings_are_validated():
     with pytest.raises(ValueError, match="frame_tolerance_deg"):
         PredictPosesConfig(frame_tolerance_deg=0.0).validate()
+
+
+def test_predict_with_flips_equals_two_passes_over_uneven_batches():
+    g = torch.Generator().manual_seed(2)
+    bank = torch.rand(36, 16, 16, generator=g) > 0.5
+    retrieval = GanRetrieval(bank, np.arange(36) * 10.0)
+    masks = (torch.rand(11, 1, 32, 32, generator=g) > 0.5).float()
+    cpu = torch.device("cpu")
+    a, a_flipped = predict_azimuths_with_flips(retrieval, masks.split(4), 16, cpu, True)
+    assert np.array_equal(a, predict_azimuths(retrieval, masks.split(4), 16, cpu, True))
+    want = predict_azimuths(retrieval, masks.flip(-1).split(4), 16, cpu, True)
+    assert np.array_equal(a_flipped, want)
+    assert not np.array_equal(a, a_flipped)
+    none = predict_azimuths_with_flips(retrieval, [], 16, cpu, True)
+    assert none[0].shape == none[1].shape == (0,)

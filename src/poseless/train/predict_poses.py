@@ -111,6 +111,38 @@ def predict_azimuths(
     return np.where(az >= 360.0, az - 360.0, az)
 
 
+def predict_azimuths_with_flips(
+    regressor: PoseRegressor | GanRetrieval,
+    batches: Iterable[torch.Tensor],
+    input_size: int,
+    device: torch.device,
+    binarize: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_azimuths` of every mask and of its horizontal flip, reading each batch once.
+
+    Each (B, 1, H, W) batch goes through as one (2B, ...) batch, masks then flips.
+
+    Returns:
+        (azimuths (N,), azimuths of the flipped masks (N,)), float64 degrees.
+    """
+    sizes: list[int] = []
+
+    def with_flips() -> Iterable[torch.Tensor]:
+        for masks in batches:
+            sizes.append(len(masks))
+            yield torch.cat([masks, masks.flip(-1)])
+
+    az = predict_azimuths(regressor, with_flips(), input_size, device, binarize)
+    parts = np.split(az, np.cumsum([2 * n for n in sizes])[:-1]) if sizes else []
+    unflipped = [p[:n] for p, n in zip(parts, sizes, strict=True)]
+    flipped = [p[n:] for p, n in zip(parts, sizes, strict=True)]
+    empty = np.zeros(0, np.float64)
+    return (
+        np.concatenate(unflipped) if unflipped else empty,
+        np.concatenate(flipped) if flipped else empty,
+    )
+
+
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """IoU of every pair of binary masks: a (N, P) x b (M, P), 0/1 floats -> (N, M)."""
     inter = a @ b.T
@@ -452,22 +484,14 @@ def predict_dataset(
         if rows.size == 0:
             continue
         regressor, input_size = regressors[group]
-        group_ids = [ids[r] for r in rows]
-        pred[rows] = predict_azimuths(
-            regressor,
-            dataset_mask_batches(dataset, group_ids, cfg.batch_size, progress),
-            input_size,
-            device,
-            binarize=cfg.binarize,
-        )
-        if cfg.frame == "mirror":
-            batches = dataset_mask_batches(dataset, group_ids, cfg.batch_size, progress)
-            flipped = predict_azimuths(
-                regressor,
-                (masks.flip(-1) for masks in batches),
-                input_size,
-                device,
-                binarize=cfg.binarize,
+        batches = dataset_mask_batches(dataset, [ids[r] for r in rows], cfg.batch_size, progress)
+        if cfg.frame != "mirror":
+            pred[rows] = predict_azimuths(
+                regressor, batches, input_size, device, binarize=cfg.binarize
+            )
+        else:
+            pred[rows], flipped = predict_azimuths_with_flips(
+                regressor, batches, input_size, device, binarize=cfg.binarize
             )
             frame = fit_mirror_frame(pred[rows], flipped, cfg.frame_tolerance_deg)
             pred[rows] -= frame.offset_deg
