@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     px_per_unit = args.size / (2 * args.distance * math.tan(math.radians(args.fov_deg) / 2))
     eye = torch.tensor([0.0, 0.0, args.distance])
     results = []
-    for mode, n, reps in (("train", args.n_samples, args.repeats), ("limit", 1024, 1)):
+    for n, reps in ((args.n_samples, args.repeats), (1024, 1)):
         for beta in args.betas:
             row = {"sampling": f"{n} samples" + (" jittered" if reps > 1 else ""), "beta": beta}
             # Face-on slabs |z| <= t / 2: one ray down the z axis per thickness.
