@@ -25,7 +25,7 @@ setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
 run: setup  ## quick start 1: run the whole default pipeline (params.yaml) on the embedded dataset
 	$(SMK) $(SMK_CONFIG)
 
-bench: setup  ## the benchmark (config/bench.yaml: 3 seeds, every ablation, the papers' claims; ~70 min on 2 cores)
+bench: setup  ## the benchmark (config/bench.yaml: 3 seeds, every ablation, the papers' claims; 71-95 min on 2 cores)
 	$(SMK) --configfile config/bench.yaml
 
 system-deps:  ## Debian packages the tests use (headless Chromium for the report test, single-node SLURM)
