@@ -35,11 +35,11 @@ def opacity(sdf_fn, origins, dirs, beta: float, n_samples: int, repeats: int, ma
     training = repeats > 1
     g = torch.Generator().manual_seed(0)
     acc = torch.zeros(origins.shape[1], dtype=torch.float64)
+
+    def field(p):
+        return sdf_fn(p), p.new_zeros(*p.shape[:-1], 1)
+
     for _ in range(repeats):
-
-        def field(p):
-            return sdf_fn(p), p.new_zeros(*p.shape[:-1], 1)
-
         out = render_rays(
             field,
             origins,
