@@ -1,6 +1,6 @@
 """Where do URA's pseudo poses go wrong: the GAN's shape, or the regressor?
 
-For each category (generator group) of a finished run, three nearest-neighbour pose
+For each category (generator group) of a finished run, nearest-neighbour pose
 estimates of the real masks, each scored after the best global azimuth alignment
 (offset and reflection, as ``predict_poses`` scores the regressor):
 
@@ -13,6 +13,11 @@ estimates of the real masks, each scored after the best global azimuth alignment
   retrievals and the flipped masks' (c, its agreement) and ``plane_error_deg``, how far
   that plane lies from the true one (the GT alignment offset after rotating by c,
   away from 0 or 180 deg).
+* ``gan_prior``: the same renders, retrieved under the GAN's pose prior (uniform over
+  the circle; ``predict_poses.retrieval_prior: gan``, balanced transport at
+  ``--prior-epsilon``), with ``moved``, the share of items it moved. A GAN that folds
+  the circle (every mask retrieved on one half, front and back confused for a whole
+  arc of views) fails ``gan_nn`` and passes here.
 * ``real_nn``: the ground-truth azimuth of the most similar *other* real mask of the
   category: the ceiling of silhouette matching at this resolution.
 * ``regressor``: the ``predict_poses`` table's aligned error (when ``--poses``).
@@ -47,11 +52,13 @@ from poseless.models.pose_regressor import angle_error_deg
 from poseless.train.groups import read_groups
 from poseless.train.pose import load_generator, load_regressor
 from poseless.train.predict_poses import (
+    GanRetrieval,
     fit_alignment,
     fit_mirror_frame,
     gan_render_settings,
     mask_iou,
     predict_azimuths,
+    prior_matched_bins,
     render_azimuth_grid,
     resize_masks,
 )
@@ -122,6 +129,9 @@ def main(argv=None) -> int:
     parser.add_argument("--codes", type=int, default=8)
     parser.add_argument("--step", type=float, default=5.0, help="azimuth grid step, degrees")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--prior-epsilon", type=float, default=0.01, help="gan_prior: transport entropy"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -148,12 +158,16 @@ def main(argv=None) -> int:
         to_gan = mask_iou(real, fake)
         to_real = mask_iou(real, real).fill_diagonal_(-1.0)
         gan_az = fake_az[to_gan.argmax(1).numpy()]
+        bank = GanRetrieval(fake.view(-1, args.size, args.size) > 0.5, fake_az)
+        scores = bank.scores(real.view(-1, 1, args.size, args.size)).numpy()
+        choice, match = prior_matched_bins(scores, bank.prior, args.prior_epsilon)
         row = {
             "group": group,
             "n": len(ids),
             "gan_nn": aligned(gan_az, gt)
             | {"best_iou": round(float(to_gan.max(1).values.mean()), 3)}
             | {"mirror": mirror_frame(gan_az, real, fake, fake_az, gt, args.size)},
+            "gan_prior": aligned(bank.grid_deg[choice], gt) | {"moved": round(match.moved, 3)},
             "real_nn": aligned(gt[to_real.argmax(1).numpy()], gt)
             | {"best_iou": round(float(to_real.max(1).values.mean()), 3)},
         }
@@ -168,18 +182,19 @@ def main(argv=None) -> int:
         print(json.dumps(row))
     print(
         "\n| group | regressor median (flip) | regressor on GAN renders "
-        "| GAN-render NN median (flip, IoU) | mirror plane error (agreement) "
-        "| real NN median (IoU) |"
+        "| GAN-render NN median (flip, IoU) | under the GAN's prior (flip, moved) "
+        "| mirror plane error (agreement) | real NN median (IoU) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         reg = r.get("regressor")
         reg = f"{reg['median_deg']} ({reg['flip']})" if reg else "—"
         on_gan = r.get("regressor_on_gan", {}).get("median_deg", "—")
-        g, q = r["gan_nn"], r["real_nn"]
+        g, p, q = r["gan_nn"], r["gan_prior"], r["real_nn"]
         m = g["mirror"]
         print(
             f"| {r['group']} | {reg} | {on_gan} | {g['median_deg']} ({g['flip']}, {g['best_iou']}) "
+            f"| {p['median_deg']} ({p['flip']}, {p['moved']}) "
             f"| {m['plane_error_deg']} ({m['agreement']}) | {q['median_deg']} ({q['best_iou']}) |"
         )
     return 0

@@ -3,7 +3,9 @@
 By the trained regressor of the item's category (``--pose``; URA), or, with
 ``predict_poses.method: gan_retrieval``, by the azimuth of the most similar render of
 its category's generator (``--gan``), rendered at the size and camera the GAN was
-trained with (``--gan``'s config.yaml). With ``predict_poses.frame: mirror`` each
+trained with (``--gan``'s config.yaml); with ``predict_poses.retrieval_prior: gan`` the
+retrieved azimuths of each category are made to follow the GAN's pose prior (its
+``azimuth_range_deg``). With ``predict_poses.frame: mirror`` each
 category's azimuths are rotated so that its mirror plane is x = 0 (the metrics JSON
 records the rotation and the share of items that agree on it).
 
@@ -29,6 +31,7 @@ from poseless.train.groups import read_groups
 from poseless.train.pose import load_generator, load_regressor
 from poseless.train.predict_poses import (
     GanRetrieval,
+    gan_azimuth_range,
     gan_render_settings,
     predict_dataset,
     write_pose_figure,
@@ -59,10 +62,20 @@ def main(argv: list[str] | None = None) -> None:
         # the bank is rendered as the GAN's critic saw its samples: its size and camera
         groups = read_groups(args.gan, "train_gan")
         size, camera = gan_render_settings(args.gan)
+        # the GAN's pose prior: only read where the retrieval follows it
+        azimuth_range = (
+            gan_azimuth_range(args.gan) if cfg.retrieval_prior == "gan" else (0.0, 360.0)
+        )
         for group in groups.names:
             G = load_generator(Path(args.gan) / group, device)
             bank = GanRetrieval.from_generator(
-                G, camera, size, cfg.retrieval_codes, cfg.retrieval_step_deg, seed=params.seed
+                G,
+                camera,
+                size,
+                cfg.retrieval_codes,
+                cfg.retrieval_step_deg,
+                seed=params.seed,
+                azimuth_range_deg=azimuth_range,
             )
             regressors[group] = (bank, size)
     else:
@@ -101,6 +114,11 @@ def main(argv: list[str] | None = None) -> None:
         summary += (
             f"; {group}: mirror frame at {frame['offset_deg']:.1f} deg "
             f"({frame['agreement']:.0%} of items agree)"
+        )
+    for group, match in metrics.get("retrieval_prior", {}).items():
+        summary += (
+            f"; {group}: the GAN's pose prior moved {match['masks']['moved']:.0%} of the "
+            f"retrievals (mean IoU given up {match['masks']['iou_given_up']:.3f})"
         )
     print(f"{STAGE}: {len(table)} items, {summary} -> {args.out}", file=sys.stderr)
 

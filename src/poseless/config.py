@@ -1099,6 +1099,23 @@ class PredictPosesConfig:
     """gan_retrieval: generator samples rendered at each azimuth."""
     retrieval_step_deg: float = 5.0
     """gan_retrieval: azimuth step of the rendered bank, degrees."""
+    retrieval_prior: Literal["none", "gan"] = "none"
+    """gan_retrieval: none: each mask takes the azimuth of its most similar render. gan
+    (not in URA): each category's retrieved azimuths are made to follow the pose prior
+    its GAN was trained under (uniform over ``train_gan.azimuth_range_deg``; URA's
+    critic matches the real masks to renders at that prior, so the real azimuths are
+    taken to follow it too): entropic optimal transport between the category's items
+    and the bank's azimuths (:func:`poseless.train.predict_poses.prior_matched_bins`).
+    Each item then takes the azimuth maximising its IoU plus a per-azimuth offset, so a
+    GAN whose renders favour one half of the circle (front/back flips of a whole arc of
+    views) cannot pile every item onto that half. Needs ``method: gan_retrieval``."""
+    retrieval_prior_epsilon: float = 0.01
+    """gan_retrieval, prior gan: the transport's entropic regularisation, in IoU units
+    (smaller: closer to the hard assignment)."""
+    retrieval_prior_strength: float | None = None
+    """gan_retrieval, prior gan: null holds the azimuth marginal to the prior exactly
+    (balanced transport); a positive value only penalises the departure from it (KL
+    weight, IoU units: unbalanced transport, smaller is looser)."""
     frame: Literal["generator", "mirror"] = "generator"
     """generator: azimuths in the generator's own canonical frame (URA). mirror (not in
     URA): each category's azimuths rotated so that its mirror plane is the plane x = 0
@@ -1135,6 +1152,18 @@ class PredictPosesConfig:
             raise ValueError(
                 f"frame_tolerance_deg: must be in (0, 90], got {self.frame_tolerance_deg}"
             )
+        if self.retrieval_prior != "none" and self.method != "gan_retrieval":
+            raise ValueError(
+                f"retrieval_prior: {self.retrieval_prior!r} needs method: gan_retrieval, "
+                f"got method: {self.method!r}"
+            )
+        if not self.retrieval_prior_epsilon > 0.0:
+            raise ValueError(
+                f"retrieval_prior_epsilon: must be > 0, got {self.retrieval_prior_epsilon}"
+            )
+        strength = self.retrieval_prior_strength
+        if strength is not None and not strength > 0.0:
+            raise ValueError(f"retrieval_prior_strength: must be > 0 or null, got {strength}")
 
 
 @dataclass(frozen=True)

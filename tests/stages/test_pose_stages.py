@@ -21,7 +21,13 @@ from poseless.models.mesh_decoder import Generator
 from poseless.train.checkpoint import save_model
 from poseless.train.groups import ALL, GroupError, Groups, write_groups
 from poseless.train.pose import ModelFileError, load_generator
-from poseless.train.predict_poses import GanRetrieval, fit_mirror_frame, predict_azimuths
+from poseless.train.predict_poses import (
+    GanRetrieval,
+    fit_mirror_frame,
+    map_masks,
+    predict_azimuths,
+    prior_matched_bins,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -244,6 +250,34 @@ def test_predict_poses_by_gan_retrieval_labels_each_mask_with_its_best_render(se
     assert frame == dataclasses.asdict(fit_mirror_frame(want, flipped))
     assert np.allclose(mirrored["azimuth_deg"], np.mod(want - frame["offset_deg"], 360.0))
     params["predict_poses"]["frame"] = "generator"
+    s["params"].write_text(yaml.safe_dump(params))
+    # retrieval_prior gan: the azimuths are the transport's choices on the same scores,
+    # under the prior of the range the GAN recorded; the metrics say what it moved
+    record["config"]["train_gan"]["azimuth_range_deg"] = [0.0, 180.0]
+    (s["gan"] / "config.yaml").write_text(yaml.safe_dump(record))
+    params["predict_poses"]["retrieval_prior"] = "gan"
+    s["params"].write_text(yaml.safe_dump(params))
+    predict_poses.main(predict_args(s, "pose", "prior", "mp.json") + ["--gan", str(s["gan"])])
+    prior = pd.read_parquet(t / "prior" / "poses.parquet")
+    half = GanRetrieval.from_generator(
+        G, LookAtCamera(20.0, 2.732, 30.0), 24, 2, 30.0, seed=5, azimuth_range_deg=(0.0, 180.0)
+    )
+    scores = map_masks(half.scores, [masks], 24, torch.device("cpu"), True)
+    choice, match = prior_matched_bins(scores, half.prior, 0.01)
+    assert np.array_equal(prior["azimuth_deg"].to_numpy(), half.grid_deg[choice])
+    assert (prior["azimuth_deg"] < 180.0).all()  # the prior bars the other half
+    entry = json.loads((t / "mp.json").read_text())["retrieval_prior"][ALL]
+    assert entry == {"masks": dataclasses.asdict(match)}
+    # ... which the mirror frame cannot use: the flips' range is what it looks for
+    params["predict_poses"]["frame"] = "mirror"
+    s["params"].write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match="azimuth_range_deg to be the whole circle"):
+        predict_poses.main(predict_args(s, "pose", "pm", "pm.json") + ["--gan", str(s["gan"])])
+    del record["config"]["train_gan"]["azimuth_range_deg"]
+    (s["gan"] / "config.yaml").write_text(yaml.safe_dump(record))
+    with pytest.raises(ModelFileError, match="config.train_gan.azimuth_range_deg"):
+        predict_poses.main(predict_args(s, "pose", "pm", "pm.json") + ["--gan", str(s["gan"])])
+    params["predict_poses"] |= {"frame": "generator", "retrieval_prior": "none"}
     s["params"].write_text(yaml.safe_dump(params))
     # a GAN folder without its train_gan record, or with a broken one: the error names it
     record["extra"] = {}

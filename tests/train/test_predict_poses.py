@@ -23,6 +23,7 @@ from poseless.train.predict_poses import (
     pose_table,
     predict_azimuths,
     predict_azimuths_with_flips,
+    prior_matched_bins,
     render_azimuth_grid,
     resize_masks,
 )
@@ -276,3 +277,107 @@ def test_predict_with_flips_equals_two_passes_over_uneven_batches():
     assert not np.array_equal(a, a_flipped)
     none = predict_azimuths_with_flips(retrieval, [], 16, cpu, True)
     assert none[0].shape == none[1].shape == (0,)
+
+
+def test_gan_retrieval_scores_are_the_best_iou_per_azimuth_and_the_prior_its_range():
+    g = torch.Generator().manual_seed(4)
+    bank = torch.rand(12, 16, 16, generator=g) > 0.5
+    azimuths = np.repeat(np.arange(4) * 90.0, 3)  # azimuth-major, 3 codes each
+    retrieval = GanRetrieval(bank, azimuths, azimuth_range_deg=(0.0, 180.0))
+    assert retrieval.grid_deg.tolist() == [0.0, 90.0, 180.0, 270.0]
+    assert retrieval.prior.tolist() == [0.5, 0.5, 0.0, 0.0]  # U[0, 180) on the grid
+    masks = (torch.rand(5, 1, 16, 16, generator=g) > 0.5).float()
+    scores = retrieval.scores(masks)
+    iou = mask_iou(masks.flatten(1), bank.flatten(1).float())
+    assert scores.shape == (5, 4)
+    assert torch.equal(scores, iou.view(5, 4, 3).amax(-1))
+    want = retrieval.grid_deg[scores.argmax(1).numpy()]
+    assert np.array_equal(retrieval(masks).numpy(), want)
+    with pytest.raises(ValueError, match="no bank azimuth lies in the range"):
+        GanRetrieval(bank, np.repeat([0.0, 10.0, 20.0, 30.0], 3), azimuth_range_deg=(40.0, 90.0))
+    with pytest.raises(ValueError, match="azimuth range"):
+        GanRetrieval(bank, azimuths, azimuth_range_deg=(90.0, 90.0))
+
+
+def _flip_prone_scores(n_bins: int = 36, per_bin: int = 10):
+    """Items uniform over the bins; each is most similar to its own bin (0.8) and nearly
+    as much to the opposite one (0.75: front and back alike), and the renders of the
+    second half of the circle match everything worse (-0.1). So the plain argmax folds
+    the second half's items onto the first half, as a GAN whose back views are poor."""
+    truth = np.repeat(np.arange(n_bins), per_bin)
+    k = np.arange(n_bins)
+    half = n_bins // 2
+    d_own = np.abs((k[None] - truth[:, None] + half) % n_bins - half)
+    d_opp = np.abs((k[None] - truth[:, None]) % n_bins - half)
+    rng = np.random.default_rng(0)
+    scores = (
+        0.8 * np.exp(-(d_own**2) / 2.0)
+        + 0.75 * np.exp(-(d_opp**2) / 2.0)
+        - 0.1 * (k >= half)[None]
+        + rng.normal(0, 1e-3, (len(truth), n_bins))
+    )
+    return scores, truth
+
+
+def test_prior_matching_unfolds_a_retrieval_piled_onto_half_the_circle():
+    scores, truth = _flip_prone_scores()
+    plain = scores.argmax(1)
+    assert (plain < 18).all()  # every item retrieved in the first half
+    choice, match = prior_matched_bins(scores, np.ones(36), epsilon=0.01)
+    # the circle is unfolded: the items that pay least for it (the folded ones) move
+    assert (choice == truth).mean() > 0.95
+    assert 0.45 < match.moved < 0.55
+    assert match.iou_given_up < 0.05
+    assert match.marginal_error < 1e-3
+    assert np.bincount(choice, minlength=36).min() >= 8
+
+
+def test_prior_matching_keeps_a_retrieval_that_already_follows_the_prior():
+    rng = np.random.default_rng(1)
+    truth = np.repeat(np.arange(24), 5)
+    scores = rng.uniform(0.0, 0.3, (120, 24))
+    scores[np.arange(120), truth] = 0.9
+    choice, match = prior_matched_bins(scores, np.ones(24), epsilon=0.01)
+    assert np.array_equal(choice, truth)
+    assert match.moved == 0.0 and match.iou_given_up == 0.0
+
+
+def test_prior_matching_strength_interpolates_and_zero_weights_bar_azimuths():
+    scores, truth = _flip_prone_scores()
+    plain = scores.argmax(1)
+    loose, m_loose = prior_matched_bins(scores, np.ones(36), epsilon=0.01, strength=1e-4)
+    assert (loose == plain).mean() > 0.95 and m_loose.marginal_error > 0.3
+    tight, m_tight = prior_matched_bins(scores, np.ones(36), epsilon=0.01, strength=10.0)
+    balanced, _ = prior_matched_bins(scores, np.ones(36), epsilon=0.01)
+    assert (tight == balanced).mean() > 0.95 and m_tight.marginal_error < 0.05
+    # a prior with zero weight on bins 0-8 never chooses them
+    prior = np.ones(36)
+    prior[:9] = 0.0
+    barred, _ = prior_matched_bins(scores, prior, epsilon=0.01)
+    assert barred.min() >= 9
+
+
+def test_prior_matching_refuses_bad_inputs():
+    ok = np.ones((3, 4))
+    with pytest.raises(ValueError, match="scores must be"):
+        prior_matched_bins(np.ones((3, 5)), np.ones(4), 0.01)
+    with pytest.raises(ValueError, match="scores must be"):
+        prior_matched_bins(np.ones((0, 4)), np.ones(4), 0.01)
+    with pytest.raises(ValueError, match="finite"):
+        prior_matched_bins(np.full((3, 4), np.nan), np.ones(4), 0.01)
+    with pytest.raises(ValueError, match="not all 0"):
+        prior_matched_bins(ok, np.zeros(4), 0.01)
+    with pytest.raises(ValueError, match="epsilon > 0"):
+        prior_matched_bins(ok, np.ones(4), 0.0)
+    with pytest.raises(ValueError, match="strength > 0"):
+        prior_matched_bins(ok, np.ones(4), 0.01, strength=-1.0)
+
+
+def test_retrieval_prior_settings_are_validated():
+    with pytest.raises(ValueError, match="needs method: gan_retrieval"):
+        PredictPosesConfig(retrieval_prior="gan").validate()
+    PredictPosesConfig(method="gan_retrieval", retrieval_prior="gan").validate()
+    with pytest.raises(ValueError, match="retrieval_prior_epsilon"):
+        PredictPosesConfig(method="gan_retrieval", retrieval_prior_epsilon=0.0).validate()
+    with pytest.raises(ValueError, match="retrieval_prior_strength"):
+        PredictPosesConfig(method="gan_retrieval", retrieval_prior_strength=0.0).validate()

@@ -79,6 +79,61 @@ def resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
     ).clamp_(0.0, 1.0)
 
 
+def map_masks(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterable[torch.Tensor],
+    input_size: int,
+    device: torch.device,
+    binarize: bool = False,
+) -> np.ndarray | None:
+    """``fn`` of every mask in ``batches`` of (B, 1, H, W), resized to ``input_size``
+    (thresholded at 0.5 with ``binarize``), concatenated along the first axis as float64.
+
+    Returns None when there were no batches.
+    """
+    out = []
+    with torch.no_grad():
+        for masks in batches:
+            x = resize_masks(masks.float(), input_size).to(device)
+            if binarize:
+                x = (x > 0.5).float()
+            out.append(fn(x).double().cpu().numpy())
+    return np.concatenate(out) if out else None
+
+
+def map_masks_with_flips(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterable[torch.Tensor],
+    input_size: int,
+    device: torch.device,
+    binarize: bool = False,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """:func:`map_masks` of every mask and of its horizontal flip, reading each batch once.
+
+    Each (B, 1, H, W) batch goes through as one (2B, ...) batch, masks then flips.
+    """
+    sizes: list[int] = []
+
+    def with_flips() -> Iterable[torch.Tensor]:
+        for masks in batches:
+            sizes.append(len(masks))
+            yield torch.cat([masks, masks.flip(-1)])
+
+    out = map_masks(fn, with_flips(), input_size, device, binarize)
+    if out is None:
+        return None, None
+    parts = np.split(out, np.cumsum([2 * n for n in sizes])[:-1])
+    unflipped = [p[:n] for p, n in zip(parts, sizes, strict=True)]
+    flipped = [p[n:] for p, n in zip(parts, sizes, strict=True)]
+    return np.concatenate(unflipped), np.concatenate(flipped)
+
+
+def _wrap_degrees(az: np.ndarray | None) -> np.ndarray:
+    if az is None:
+        return np.zeros(0, np.float64)
+    return np.where(az >= 360.0, az - 360.0, az)
+
+
 def predict_azimuths(
     regressor: PoseRegressor | GanRetrieval,
     batches: Iterable[torch.Tensor],
@@ -98,17 +153,7 @@ def predict_azimuths(
         (N,) float64.
     """
     regressor = regressor.to(device).eval()
-    out = []
-    with torch.no_grad():
-        for masks in batches:
-            x = resize_masks(masks.float(), input_size).to(device)
-            if binarize:
-                x = (x > 0.5).float()
-            out.append(regressor(x).double().cpu().numpy())
-    if not out:
-        return np.zeros(0, np.float64)
-    az = np.concatenate(out)
-    return np.where(az >= 360.0, az - 360.0, az)
+    return _wrap_degrees(map_masks(regressor, batches, input_size, device, binarize))
 
 
 def predict_azimuths_with_flips(
@@ -120,27 +165,12 @@ def predict_azimuths_with_flips(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_azimuths` of every mask and of its horizontal flip, reading each batch once.
 
-    Each (B, 1, H, W) batch goes through as one (2B, ...) batch, masks then flips.
-
     Returns:
         (azimuths (N,), azimuths of the flipped masks (N,)), float64 degrees.
     """
-    sizes: list[int] = []
-
-    def with_flips() -> Iterable[torch.Tensor]:
-        for masks in batches:
-            sizes.append(len(masks))
-            yield torch.cat([masks, masks.flip(-1)])
-
-    az = predict_azimuths(regressor, with_flips(), input_size, device, binarize)
-    parts = np.split(az, np.cumsum([2 * n for n in sizes])[:-1]) if sizes else []
-    unflipped = [p[:n] for p, n in zip(parts, sizes, strict=True)]
-    flipped = [p[n:] for p, n in zip(parts, sizes, strict=True)]
-    empty = np.zeros(0, np.float64)
-    return (
-        np.concatenate(unflipped) if unflipped else empty,
-        np.concatenate(flipped) if flipped else empty,
-    )
+    regressor = regressor.to(device).eval()
+    a, a_flipped = map_masks_with_flips(regressor, batches, input_size, device, binarize)
+    return _wrap_degrees(a), _wrap_degrees(a_flipped)
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -186,6 +216,17 @@ def render_azimuth_grid(
     return torch.cat(out).cpu(), np.repeat(azimuths, codes)
 
 
+def _gan_record(gan_dir) -> tuple[Path, dict]:
+    path = Path(gan_dir) / "config.yaml"
+    if not path.is_file():
+        raise ModelFileError(f"{path}: train_gan record not found; run the train_gan stage")
+    try:
+        record = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ModelFileError(f"{path}: not YAML ({e}); rerun the train_gan stage") from e
+    return path, record
+
+
 def gan_render_settings(gan_dir) -> tuple[int, LookAtCamera]:
     """The image size and camera a ``train_gan`` output's critic saw its renders at.
 
@@ -197,19 +238,39 @@ def gan_render_settings(gan_dir) -> tuple[int, LookAtCamera]:
     Raises:
         ModelFileError: naming ``config.yaml`` when it is missing or lacks either entry.
     """
-    path = Path(gan_dir) / "config.yaml"
-    if not path.is_file():
-        raise ModelFileError(f"{path}: train_gan record not found; run the train_gan stage")
+    path, record = _gan_record(gan_dir)
     try:
-        record = yaml.safe_load(path.read_text()) or {}
         size = int(record["config"]["train_gan"]["image_size"])
         camera = LookAtCamera(**record["extra"]["camera"])
-    except (yaml.YAMLError, KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(
             f"{path}: not a train_gan record with config.train_gan.image_size and "
             f"extra.camera ({type(e).__name__}: {e}); rerun the train_gan stage"
         ) from e
     return size, camera
+
+
+def gan_azimuth_range(gan_dir) -> tuple[float, float]:
+    """The azimuth range [lo, hi) degrees a ``train_gan`` output's fakes were drawn from.
+
+    Read from ``config.train_gan.azimuth_range_deg`` of the folder's ``config.yaml``.
+
+    Raises:
+        ModelFileError: naming ``config.yaml`` when it is missing or lacks the entry.
+    """
+    path, record = _gan_record(gan_dir)
+    try:
+        lo, hi = (float(x) for x in record["config"]["train_gan"]["azimuth_range_deg"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(
+            f"{path}: not a train_gan record with config.train_gan.azimuth_range_deg "
+            f"({type(e).__name__}: {e}); rerun the train_gan stage"
+        ) from e
+    if not 0.0 <= lo < hi <= 360.0:
+        raise ModelFileError(
+            f"{path}: azimuth_range_deg must be 0 <= lo < hi <= 360, got {[lo, hi]}"
+        )
+    return lo, hi
 
 
 class GanRetrieval(torch.nn.Module):
@@ -225,36 +286,166 @@ class GanRetrieval(torch.nn.Module):
     right as the GAN's shapes are (``benchmarks/diagnose_pseudo_poses.py``).
     """
 
-    def __init__(self, renders: torch.Tensor, azimuths_deg: np.ndarray | torch.Tensor):
+    def __init__(
+        self,
+        renders: torch.Tensor,
+        azimuths_deg: np.ndarray | torch.Tensor,
+        azimuth_range_deg: tuple[float, float] = (0.0, 360.0),
+    ):
         super().__init__()
         if renders.ndim != 3 or renders.shape[1] != renders.shape[2] or len(renders) == 0:
             raise ValueError(
                 f"GanRetrieval: renders must be (N, S, S), N > 0, got {tuple(renders.shape)}"
             )
-        az = torch.as_tensor(np.asarray(azimuths_deg, np.float64))
+        az = np.asarray(azimuths_deg, np.float64)
         if az.shape != (len(renders),):
-            raise ValueError(f"GanRetrieval: {len(renders)} renders but {tuple(az.shape)} azimuths")
+            raise ValueError(f"GanRetrieval: {len(renders)} renders but {az.shape} azimuths")
+        lo, hi = azimuth_range_deg
+        if not 0.0 <= lo < hi <= 360.0:
+            raise ValueError(
+                f"GanRetrieval: azimuth range must be 0 <= lo < hi <= 360, got {[lo, hi]}"
+            )
         self.size = int(renders.shape[-1])
         self.register_buffer("bank", renders.flatten(1).float())
-        self.register_buffer("azimuths_deg", az)
+        self.register_buffer("azimuths_deg", torch.from_numpy(az))
+        grid, bin_of = np.unique(az, return_inverse=True)
+        self.grid_deg = grid
+        """(K,) the bank's distinct azimuths, ascending."""
+        self.register_buffer("bin_of", torch.from_numpy(bin_of.reshape(-1)).long())
+        inside = (grid >= lo) & (grid < hi)
+        if not inside.any():
+            raise ValueError(f"GanRetrieval: no bank azimuth lies in the range {[lo, hi]}")
+        self.azimuth_range_deg = (float(lo), float(hi))
+        self.prior = inside / inside.sum()
+        """(K,) the GAN's pose prior on ``grid_deg``: uniform over its azimuth range."""
 
     @classmethod
     def from_generator(
-        cls, G: Generator, camera: LookAtCamera, size: int, codes: int, step_deg: float, seed: int
+        cls,
+        G: Generator,
+        camera: LookAtCamera,
+        size: int,
+        codes: int,
+        step_deg: float,
+        seed: int,
+        azimuth_range_deg: tuple[float, float] = (0.0, 360.0),
     ) -> GanRetrieval:
         """The retrieval bank of one generator (see :func:`render_azimuth_grid`)."""
-        return cls(*render_azimuth_grid(G, camera, size, codes, step_deg, seed))
+        return cls(*render_azimuth_grid(G, camera, size, codes, step_deg, seed), azimuth_range_deg)
 
-    def forward(self, masks: torch.Tensor) -> torch.Tensor:
-        """masks (B, 1, S, S) in [0, 1] -> (B,) azimuths in degrees, float64."""
+    def _check(self, masks: torch.Tensor) -> torch.Tensor:
         if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[-1] != self.size:
             raise ValueError(
                 f"GanRetrieval: masks must be (B, 1, {self.size}, {self.size}), "
                 f"got {tuple(masks.shape)}"
             )
-        x = (masks.flatten(1) > 0.5).to(self.bank)
-        best = mask_iou(x, self.bank).argmax(dim=1)
+        return (masks.flatten(1) > 0.5).to(self.bank)
+
+    def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        """masks (B, 1, S, S) in [0, 1] -> (B,) azimuths in degrees, float64."""
+        best = mask_iou(self._check(masks), self.bank).argmax(dim=1)
         return self.azimuths_deg[best]
+
+    def scores(self, masks: torch.Tensor) -> torch.Tensor:
+        """masks (B, 1, S, S) in [0, 1] -> (B, K) best IoU over the codes at each of
+        ``grid_deg`` (the argmax over K is :meth:`forward`'s azimuth)."""
+        iou = mask_iou(self._check(masks), self.bank)
+        out = iou.new_full((len(iou), len(self.grid_deg)), -1.0)
+        return out.scatter_reduce_(1, self.bin_of.expand(len(iou), -1), iou, "amax")
+
+
+@dataclass(frozen=True)
+class PriorMatch:
+    """What :func:`prior_matched_bins` did to one set of retrievals."""
+
+    moved: float
+    """Share of items whose azimuth differs from their most similar render's."""
+    iou_given_up: float
+    """Mean IoU of the most similar render minus that at the chosen azimuth."""
+    iterations: int
+    """Sinkhorn iterations run (until no potential moves by ``tol`` or the cap)."""
+    marginal_error: float
+    """Total-variation distance of the plan's azimuth marginal from the prior (about 0
+    for balanced transport; how far the data pulled it away for unbalanced)."""
+
+
+def prior_matched_bins(
+    scores: np.ndarray,
+    prior: np.ndarray,
+    epsilon: float,
+    strength: float | None = None,
+    max_iterations: int = 5000,
+    tol: float = 1e-4,
+) -> tuple[np.ndarray, PriorMatch]:
+    """Retrieval whose azimuths follow a prior: entropic optimal transport (not in URA).
+
+    Transports the N items (mass 1/N each) onto the K azimuths (mass ``prior``) at cost
+    -IoU, with entropy ``epsilon`` (log-domain Sinkhorn). The plan's row of item i is
+    proportional to exp((scores[i, k] + g_k) / epsilon), with one potential g_k per
+    azimuth; each item takes the azimuth of its row's largest entry, i.e. the argmax
+    of its IoU plus g_k. So the items keep their own ranking of similar renders, and
+    only the azimuths the retrieval over-fills (a GAN that matches the real masks of
+    one arc of views better from the opposite side) pay for it. With ``strength``
+    the azimuth marginal is only pulled towards the prior (KL penalty of that weight,
+    unbalanced transport); None holds it there.
+
+    Args:
+        scores: (N, K) similarities (IoU) of each item at each azimuth.
+        prior: (K,) nonnegative azimuth weights (normalised here); a zero weight bars
+            that azimuth.
+    Returns:
+        ((N,) chosen azimuth indices, :class:`PriorMatch`).
+
+    Raises:
+        ValueError: on mis-shaped or non-finite scores, a bad prior or settings.
+    """
+    from scipy.special import logsumexp
+
+    s = np.asarray(scores, np.float64)
+    q = np.asarray(prior, np.float64).reshape(-1)
+    if s.ndim != 2 or s.shape[1] != q.size or s.shape[0] == 0:
+        raise ValueError(
+            f"prior_matched_bins: scores must be (N > 0, K) with K = {q.size} prior weights, "
+            f"got {s.shape}"
+        )
+    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(q))) or (q < 0).any() or q.sum() <= 0:
+        raise ValueError("prior_matched_bins: scores must be finite and the prior >= 0, not all 0")
+    if not epsilon > 0 or (strength is not None and not strength > 0):
+        raise ValueError(
+            f"prior_matched_bins: need epsilon > 0 and strength > 0 or None, got {epsilon}, "
+            f"{strength}"
+        )
+    n = s.shape[0]
+    q = q / q.sum()
+    log_k = s / epsilon
+    with np.errstate(divide="ignore"):
+        log_q = np.log(q)
+    log_p = -math.log(n)
+    fi = 1.0 if strength is None else strength / (strength + epsilon)
+    allowed = q > 0
+    log_v = np.where(allowed, 0.0, -np.inf)
+    iterations = 0
+    while iterations < max_iterations:
+        iterations += 1
+        log_u = log_p - logsumexp(log_k + log_v[None, :], axis=1)
+        new_v = log_v.copy()
+        new_v[allowed] = fi * (log_q[allowed] - logsumexp(log_k + log_u[:, None], axis=0)[allowed])
+        delta = float(np.abs(new_v[allowed] - log_v[allowed]).max())
+        log_v = new_v
+        if delta < tol:
+            break
+    log_u = log_p - logsumexp(log_k + log_v[None, :], axis=1)
+    marginal = np.exp(logsumexp(log_k + log_u[:, None], axis=0) + log_v)
+    error = 0.5 * float(np.abs(marginal / marginal.sum() - q).sum())
+    choice = np.argmax(np.where(np.isfinite(log_v), log_k + log_v[None, :], -np.inf), axis=1)
+    plain = s.argmax(1)
+    match = PriorMatch(
+        moved=float((choice != plain).mean()),
+        iou_given_up=float((s.max(1) - s[np.arange(n), choice]).mean()),
+        iterations=iterations,
+        marginal_error=error,
+    )
+    return choice, match
 
 
 MIRROR_BIN_DEG = 5.0
@@ -479,13 +670,19 @@ def predict_dataset(
     item_groups = np.array([groups.of(c) for c in categories], dtype=object)
     pred = np.zeros(len(ids), np.float64)
     frames: dict[str, MirrorFrame] = {}
+    matches: dict[str, dict] = {}
     for group in groups.names:
         rows = np.flatnonzero(item_groups == group)
         if rows.size == 0:
             continue
         regressor, input_size = regressors[group]
         batches = dataset_mask_batches(dataset, [ids[r] for r in rows], cfg.batch_size, progress)
-        if cfg.frame != "mirror":
+        mirror = cfg.frame == "mirror"
+        if cfg.retrieval_prior == "gan":
+            pred[rows], flipped, matches[group] = _prior_matched_retrieval(
+                regressor, batches, input_size, device, cfg, mirror, group
+            )
+        elif not mirror:
             pred[rows] = predict_azimuths(
                 regressor, batches, input_size, device, binarize=cfg.binarize
             )
@@ -493,6 +690,7 @@ def predict_dataset(
             pred[rows], flipped = predict_azimuths_with_flips(
                 regressor, batches, input_size, device, binarize=cfg.binarize
             )
+        if mirror:
             frame = fit_mirror_frame(pred[rows], flipped, cfg.frame_tolerance_deg)
             pred[rows] -= frame.offset_deg
             frames[group] = frame
@@ -501,7 +699,54 @@ def predict_dataset(
     metrics["frame"] = cfg.frame
     if frames:
         metrics["mirror_frames"] = {g: dataclasses.asdict(f) for g, f in frames.items()}
+    if matches:
+        metrics["retrieval_prior"] = matches
     return table, metrics
+
+
+def _prior_matched_retrieval(
+    retrieval: PoseRegressor | GanRetrieval,
+    batches: Iterable[torch.Tensor],
+    input_size: int,
+    device: torch.device,
+    cfg: PredictPosesConfig,
+    with_flips: bool,
+    group: str,
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """One group's retrieval under its GAN's pose prior (``retrieval_prior: gan``).
+
+    Returns the azimuths, those of the flipped masks (``with_flips``; each set is
+    matched to the prior on its own) and the :class:`PriorMatch` entries for the metrics.
+    """
+    if not isinstance(retrieval, GanRetrieval):
+        raise ValueError(
+            f"predict_poses: retrieval_prior {cfg.retrieval_prior!r} needs method "
+            f"gan_retrieval (group {group} has a {type(retrieval).__name__})"
+        )
+    if with_flips and retrieval.azimuth_range_deg != (0.0, 360.0):
+        raise ValueError(
+            f"predict_poses: retrieval_prior {cfg.retrieval_prior!r} with frame: mirror needs "
+            f"the GAN's train_gan.azimuth_range_deg to be the whole circle (group {group}: "
+            f"{list(retrieval.azimuth_range_deg)}): the flipped masks' azimuths follow the "
+            "mirrored range, whose position is what the frame fit looks for"
+        )
+    retrieval = retrieval.to(device).eval()
+    if with_flips:
+        sets = map_masks_with_flips(retrieval.scores, batches, input_size, device, cfg.binarize)
+    else:
+        sets = (map_masks(retrieval.scores, batches, input_size, device, cfg.binarize), None)
+    out: list[np.ndarray | None] = []
+    entry: dict = {}
+    for name, scores in zip(("masks", "flipped"), sets, strict=True):
+        if scores is None:
+            out.append(None)
+            continue
+        choice, match = prior_matched_bins(
+            scores, retrieval.prior, cfg.retrieval_prior_epsilon, cfg.retrieval_prior_strength
+        )
+        out.append(retrieval.grid_deg[choice].astype(np.float64))
+        entry[name] = dataclasses.asdict(match)
+    return out[0], out[1], entry
 
 
 def write_pose_figure(path, table: pd.DataFrame) -> None:
