@@ -24,6 +24,24 @@ def test_dry_run_plans_every_stage(workflow_copy, configfile):
     assert "prepare_data" in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("method", ["regressor", "gan_retrieval"])
+def test_train_pose_runs_only_for_the_regressor_method(workflow_copy, method):
+    # the bench config (gan_retrieval), or the same with URA's regressor
+    text = (workflow_copy / "config" / "bench.yaml").read_text()
+    assert "method: gan_retrieval" in text and "retrieval_prior: gan" in text
+    if method == "regressor":
+        text = text.replace("method: gan_retrieval", "method: regressor", 1)
+        text = text.replace("retrieval_prior: gan", "retrieval_prior: none", 1)
+    (workflow_copy / "config" / "method.yaml").write_text(text)
+    proc = run_snakemake(workflow_copy, "-n", "-p", "--configfile", "config/method.yaml")
+    out = proc.stdout + proc.stderr
+    cmd = next(line for line in out.splitlines() if "python stages/predict_poses.py" in line)
+    assert ("rule train_pose:" in out) == (method == "regressor")
+    assert ("--pose data/pose" in cmd) == (method == "regressor")
+    report = next(line for line in out.splitlines() if "python stages/report.py" in line)
+    assert ("--pose data/pose" in report) == (method == "regressor")
+
+
 def test_dvc_yaml_mirrors_snakemake_rules():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "workflow/scripts/sync_dvc_yaml.py"), "--check"],

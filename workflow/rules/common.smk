@@ -215,11 +215,37 @@ def recon_extra_args(wildcards):
     return " ".join(args)
 
 
+def uses_pose_regressor():
+    """Whether predict_poses reads train_pose's regressors (method regressor, URA); with
+    gan_retrieval it reads the GANs only, and train_pose does not run."""
+    return PARAMS.predict_poses.method == "regressor"
+
+
+def predict_poses_inputs(wildcards):
+    """The GANs, the dataset and, for the regressor method, train_pose's output."""
+    inputs = {
+        "gan": "data/gan",
+        "dataset": "data/prepared",
+        "params": params_stamp("predict_poses"),
+        "code": code_deps("predict_poses"),
+    }
+    if uses_pose_regressor():
+        inputs["pose"] = "data/pose"
+    return inputs
+
+
+def predict_poses_pose_arg():
+    """'--pose data/pose ' for the regressor method, else nothing."""
+    return "--pose data/pose " if uses_pose_regressor() else ""
+
+
 def _upstream():
     """Pseudo-label folders the run's experiments use, by report role."""
     used = {}
     if any(s.uses_pseudo_poses for s in RECON_SETTINGS.values()):
-        used.update(gan="data/gan", pose="data/pose", poses="data/poses")
+        used.update(gan="data/gan", poses="data/poses")
+        if uses_pose_regressor():
+            used["pose"] = "data/pose"
     if any(s.uses_knn for s in RECON_SETTINGS.values()):
         used.update(embeddings="data/features/embeddings", knn="data/features/knn")
     if any(s.uses_normals for s in RECON_SETTINGS.values()):

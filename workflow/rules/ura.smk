@@ -56,11 +56,7 @@ rule train_pose:
 
 rule predict_poses:
     input:
-        pose="data/pose",
-        gan="data/gan",
-        dataset="data/prepared",
-        params=params_stamp("predict_poses"),
-        code=code_deps("predict_poses"),
+        unpack(predict_poses_inputs),
     output:
         poses=directory("data/poses"),
         metrics="data/metrics/predict_poses.json",
@@ -75,10 +71,11 @@ rule predict_poses:
         runtime=60,
     params:
         sections=stage_params("predict_poses"),
+        pose=predict_poses_pose_arg(),
     shell:
         stage_cmd(
             "predict_poses",
-            "--pose {input.pose} --gan {input.gan} --dataset {input.dataset}"
+            "{params.pose}--gan {input.gan} --dataset {input.dataset}"
             " --out {output.poses}"
             " --metrics {output.metrics} 2> {log}",
         )
