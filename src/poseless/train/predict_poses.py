@@ -437,7 +437,7 @@ def prior_matched_bins(
     log_u = log_p - logsumexp(log_k + log_v[None, :], axis=1)
     marginal = np.exp(logsumexp(log_k + log_u[:, None], axis=0) + log_v)
     error = 0.5 * float(np.abs(marginal / marginal.sum() - q).sum())
-    choice = np.argmax(np.where(np.isfinite(log_v), log_k + log_v[None, :], -np.inf), axis=1)
+    choice = np.argmax(log_k + log_v[None, :], axis=1)  # barred azimuths: log_v = -inf
     plain = s.argmax(1)
     match = PriorMatch(
         moved=float((choice != plain).mean()),
