@@ -16,7 +16,7 @@ estimates of the real masks, each scored after the best global azimuth alignment
 * ``gan_prior``: the same renders, retrieved under the GAN's pose prior (uniform over
   the circle; ``predict_poses.retrieval_prior: gan``, balanced transport at
   ``--prior-epsilon``), with ``moved``, the share of items it moved. A GAN that folds
-  the circle (every mask retrieved on one half, front and back confused for a whole
+  the circle (most masks retrieved on one half, front and back confused for a whole
   arc of views) fails ``gan_nn`` and passes here.
 * ``real_nn``: the ground-truth azimuth of the most similar *other* real mask of the
   category: the ceiling of silhouette matching at this resolution.
